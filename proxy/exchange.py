@@ -1,0 +1,104 @@
+"""One authenticated, held-for request to the upstreams: the route loop shared by every endpoint."""
+
+import time
+
+from django.http import HttpResponse
+
+from accounts.keycache import KeyContext
+from billing.models import Hold
+from catalog.snapshot import ModelSpec, RouteSpec
+from proxy import metering
+from proxy.responses import Call, error_response
+from proxy.translate.errors import ErrorKind, GatewayError, upstream_http_error
+
+
+def retry_after_seconds(headers) -> int | None:
+    value = headers.get("retry-after")
+    if value and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+class Exchange:
+    """Subclasses say how to build the upstream request (`convert`), send it, and answer (`respond`).
+
+    Routes are tried in order; a connect error, a timeout, a 429 or a 5xx falls back to the next
+    route — always before any byte reached the client (PROTOCOLS G4).
+    """
+
+    is_stream = False
+
+    def __init__(self, call: Call, key: KeyContext, spec: ModelSpec, hold: Hold) -> None:
+        self.call = call
+        self.key = key
+        self.spec = spec
+        self.hold = hold
+
+    def routes(self) -> list[RouteSpec]:
+        return self.spec.ordered_routes()
+
+    def convert(self, route: RouteSpec):
+        raise NotImplementedError
+
+    async def send(self, route: RouteSpec, conversion):
+        raise NotImplementedError
+
+    async def respond(self, reply, route: RouteSpec, conversion, attempts: int) -> HttpResponse:
+        raise NotImplementedError
+
+    async def run(self) -> HttpResponse:
+        routes = self.routes()
+        if not routes:
+            error = GatewayError(ErrorKind.UPSTREAM_ERROR, f"No provider is available for `{self.spec.name}`.")
+            return await self.fail(error, route=None, attempts=0)
+        error: GatewayError | None = None
+        for attempt, route in enumerate(routes, start=1):
+            try:
+                conversion = self.convert(route)
+            except GatewayError as exc:  # the client's request cannot be expressed upstream
+                return await self.fail(exc, route=route, attempts=attempt)
+            sent_at = time.perf_counter()
+            try:
+                reply = await self.send(route, conversion)
+            except GatewayError as exc:  # connect error or timeout: nothing reached the client yet
+                self.call.upstream_seconds += time.perf_counter() - sent_at
+                error = exc
+                continue
+            self.call.upstream_seconds += reply.headers_at - reply.started
+            if not reply.ok:
+                payload = await reply.json()
+                self.call.upstream_seconds += time.perf_counter() - reply.headers_at
+                error = upstream_http_error(
+                    reply.status, payload, route.provider.protocol, retry_after=retry_after_seconds(reply.headers)
+                )
+                if reply.status == 429 or reply.status >= 500:
+                    continue
+                return await self.fail(error, route=route, attempts=attempt)
+            return await self.respond(reply, route, conversion, attempt)
+        return await self.fail(error, route=routes[-1], attempts=len(routes))
+
+    async def fail(self, error: GatewayError, *, route: RouteSpec | None, attempts: int) -> HttpResponse:
+        """Nothing was produced: release the hold (cost 0), record the failure, answer the error."""
+        outcome = metering.Outcome(
+            status_code=error.status_for(self.call.protocol),
+            error_type=str(error.kind),
+            route=route,
+            attempts=attempts,
+            is_stream=self.is_stream,
+        )
+        await metering.settle(self.call, self.key, self.hold, self.spec, outcome)
+        return error_response(self.call, error)
+
+    async def settle(self, outcome: metering.Outcome) -> None:
+        await metering.settle(self.call, self.key, self.hold, self.spec, outcome)
+
+    async def read_json(self, reply, route: RouteSpec, attempts: int) -> dict | None:
+        """A 2xx JSON body, or None after answering the failure (malformed or an error body)."""
+        data = await reply.json()
+        self.call.upstream_seconds += time.perf_counter() - reply.headers_at
+        if data is None or isinstance(data.get("error"), dict) or data.get("type") == "error":
+            return None
+        return data
+
+    def invalid_reply(self) -> GatewayError:
+        return GatewayError(ErrorKind.UPSTREAM_ERROR, "The upstream provider sent an invalid response.")

@@ -1,0 +1,103 @@
+"""Holds before the upstream call, settlement after it: the proxy's side of billing.
+
+The hold is the request's maximum cost (estimated input + maximum output); settlement debits the
+actual cost from the upstream's own counts (or a marked estimate), releases the rest, and writes
+the request's one usage event — before the response's last byte leaves.
+"""
+
+import asyncio
+from dataclasses import dataclass
+
+from accounts.keycache import KeyContext
+from billing.models import Hold
+from billing.money import TokenCounts, TokenPrices, cost_for
+from billing.services import InsufficientBalanceError, UsageRecord, balance_hold, hold_settle
+from catalog.snapshot import ModelSpec, RouteSpec
+from proxy.responses import Call
+from proxy.translate.errors import ErrorKind, GatewayError
+from proxy.translate.usage import Usage
+from ruapi.db import run_db
+
+DEFAULT_OUTPUT_RESERVE = 4096  # output tokens held when neither the client nor the catalog caps them
+
+
+def tokens_of(usage: Usage) -> TokenCounts:
+    return TokenCounts(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_read_tokens=usage.cache_read_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+    )
+
+
+def usage_cost(usage: Usage, prices: TokenPrices) -> int:
+    return cost_for(tokens_of(usage), prices)
+
+
+def chat_hold_nanos(spec: ModelSpec, *, input_tokens: int, max_output_tokens: int | None) -> int:
+    """Most a chat request can cost: the input at the dearer of input / cache-write prices, plus max output."""
+    output = max_output_tokens or spec.max_output_tokens or DEFAULT_OUTPUT_RESERVE
+    if spec.max_output_tokens:
+        output = min(output, spec.max_output_tokens)
+    prices = spec.prices
+    input_price = max(prices.input_nanos_per_mtok, prices.cache_write_nanos_per_mtok)
+    return cost_for(
+        TokenCounts(input_tokens=input_tokens, output_tokens=output),
+        TokenPrices(input_nanos_per_mtok=input_price, output_nanos_per_mtok=prices.output_nanos_per_mtok),
+    )
+
+
+async def hold_open(call: Call, key: KeyContext, amount_nanos: int) -> Hold:
+    """Reserve the request's maximum cost or refuse it with 402 (PROTOCOLS §5.4)."""
+    try:
+        return await run_db(balance_hold, org_id=key.org_id, request_id=call.request_id, amount_nanos=amount_nanos)
+    except InsufficientBalanceError as exc:
+        raise GatewayError(ErrorKind.BILLING, str(exc), should_retry=False) from exc
+
+
+@dataclass
+class Outcome:
+    """What happened upstream, for the usage event."""
+
+    status_code: int = 200
+    usage: Usage | None = None
+    cost_nanos: int = 0
+    units: float = 0
+    error_type: str = ""
+    route: RouteSpec | None = None
+    attempts: int = 1
+    is_stream: bool = False
+    ttfb_ms: int | None = None
+
+
+async def settle(call: Call, key: KeyContext, hold: Hold, spec: ModelSpec, outcome: Outcome) -> None:
+    """Debit and record once; shielded so a cancelled (disconnected) request still completes it."""
+    usage = outcome.usage or Usage()
+    route = outcome.route
+    record = UsageRecord(
+        request_id=call.request_id,
+        org_id=key.org_id,
+        api_key_id=key.key_id,
+        endpoint=call.endpoint,
+        model=spec.name,
+        client_protocol=call.protocol,
+        status_code=outcome.status_code,
+        provider=route.provider.name if route else "",
+        upstream_model=route.upstream_model if route else "",
+        upstream_protocol=route.provider.protocol if route else "",
+        is_stream=outcome.is_stream,
+        error_type=outcome.error_type,
+        input_tokens=usage.input_tokens,
+        cache_read_tokens=usage.cache_read_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        output_tokens=usage.output_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        units=outcome.units,
+        is_estimated=usage.estimated,
+        price_id=spec.price_id,
+        cost_nanos=outcome.cost_nanos,
+        attempts=outcome.attempts,
+        latency_ms=call.elapsed_ms(),
+        ttfb_ms=outcome.ttfb_ms,
+    )
+    await asyncio.shield(run_db(hold_settle, hold=hold, usage=record))

@@ -1,0 +1,67 @@
+"""HTTP responses of the public API: JSON, errors in the caller's protocol shape, common headers."""
+
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import orjson
+from django.http import HttpRequest, HttpResponse
+
+from billing.money import nanos_to_usd
+from proxy.translate.errors import GatewayError, anthropic_error_body, openai_error_body
+
+OPENAI = "openai"
+ANTHROPIC = "anthropic"
+
+
+def new_request_id() -> str:
+    return "req_" + uuid.uuid4().hex
+
+
+@dataclass
+class Call:
+    """Per-request bookkeeping shared by the endpoint handlers."""
+
+    request: HttpRequest
+    protocol: str  # the client's protocol: "openai" | "anthropic"
+    endpoint: str
+    request_id: str = field(default_factory=new_request_id)
+    started: float = field(default_factory=time.perf_counter)
+    upstream_seconds: float = 0.0  # time spent waiting on the upstream (excluded from overhead)
+
+    def elapsed_ms(self) -> int:
+        return int((time.perf_counter() - self.started) * 1000)
+
+    def overhead_ms(self) -> float:
+        return max(0.0, (time.perf_counter() - self.started - self.upstream_seconds) * 1000)
+
+    def headers(self, response: HttpResponse, *, cost_nanos: int | None = None) -> HttpResponse:
+        response["x-request-id"] = self.request_id
+        response["request-id"] = self.request_id
+        response["x-ruapi-overhead-ms"] = f"{self.overhead_ms():.2f}"
+        if cost_nanos is not None:
+            response["x-ruapi-cost-usd"] = f"{nanos_to_usd(cost_nanos).normalize():f}"
+        return response
+
+
+def json_response(data: dict, status: int = 200) -> HttpResponse:
+    return HttpResponse(orjson.dumps(data), status=status, content_type="application/json")
+
+
+def error_response(call: Call, error: GatewayError) -> HttpResponse:
+    """The error in the client's protocol shape with its status and retry hints (PROTOCOLS §5)."""
+    if call.protocol == ANTHROPIC:
+        body = anthropic_error_body(error, call.request_id)
+    else:
+        body = openai_error_body(error)
+    response = call.headers(json_response(body, status=error.status_for(call.protocol)))
+    if error.retry_after is not None:
+        response["retry-after"] = str(error.retry_after)
+    if error.should_retry is not None:
+        response["x-should-retry"] = "true" if error.should_retry else "false"
+    return response
+
+
+def usd_number(cost_nanos: int) -> float:
+    """`usage.cost` as a JSON number (informational; the exact figure is the x-ruapi-cost-usd header)."""
+    return float(nanos_to_usd(cost_nanos))

@@ -1,0 +1,983 @@
+"""A real local HTTP server that speaks the OpenAI and Anthropic upstream wire formats, for integration tests.
+
+Shapes follow shared/PROTOCOLS.md §1.3-1.4 (OpenAI chat), §1.7-1.8 (Anthropic messages), §1.9 and §5 (errors).
+Unscripted replies are deterministic, so tests can predict every byte that matters:
+
+* Reply text is ``"Echo: " + <user text>``, where the user text is the text of the last message the user wrote
+  (OpenAI: last ``user`` message; Anthropic: last ``user`` message that is not only ``tool_result`` blocks),
+  text parts joined with one space.
+* Tools: when ``tools`` is non-empty, ``tool_choice`` is not "none" and the turn does not answer tool results
+  (no ``tool`` message / ``tool_result`` block after the last assistant message), the reply is a single call
+  to the forced tool (else the first one) with arguments ``{"city": "Paris"}`` instead of text.
+* Reasoning: OpenAI ``reasoning_effort`` other than "none"/"minimal", or Anthropic ``thinking.type`` "enabled" /
+  "adaptive", adds the reasoning text "Thinking about it." (Anthropic: a signed thinking block, placed first).
+* Stop sequences cut the text before the first match; then a word limit (``max_completion_tokens`` ??
+  ``max_tokens``) smaller than the text's word count keeps that many words and ends with "length"/"max_tokens".
+* Tokens are whitespace-separated words. Prompt tokens = words of every text in the prompt (system, text parts
+  and blocks, tool results; not images, tool arguments, tool definitions or reasoning) + 10 per message, where an
+  Anthropic top-level ``system`` counts as one message. Output tokens = reply words + reasoning words + 5 per tool
+  call. Cache: OpenAI reports ``cached_tokens`` = prompt // 2 when the request has ``prompt_cache_key``;
+  Anthropic reports ``cache_read_input_tokens`` = prompt // 2 when any block, tool or the request carries
+  ``cache_control``, and ``input_tokens`` = the rest.
+* Ids come from per-prefix counters reset by ``reset()``: "chatcmpl-mock1", "call_1", "msg_mock1", "toolu_mock1".
+
+A ``Script`` queued with ``enqueue()`` replaces all of that (auth included) for the next request to its path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import math
+import re
+import struct
+import threading
+import time
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from email import policy
+from email.parser import BytesParser
+from typing import Any, Literal, Self
+
+from aiohttp import web
+
+Provider = Literal["openai", "anthropic"]
+SSEEvent = tuple[str | None, dict[str, Any] | str]
+"""One SSE event: the ``event:`` name (None for none) and its data; a dict is JSON-encoded, a str sent verbatim."""
+
+ECHO_PREFIX = "Echo: "
+REASONING_TEXT = "Thinking about it."
+THINKING_SIGNATURE = "sig_mock_thinking_signature"
+TOOL_ARGUMENTS = {"city": "Paris"}
+TOKENS_PER_MESSAGE = 10
+TOKENS_PER_TOOL_CALL = 5
+AUDIO_BYTES_PER_SECOND = 16000
+SPEECH_BYTES_PER_CHARACTER = 100
+IMAGE_OUTPUT_TOKENS = 272
+OPENAI_MODELS = ("gpt-4o-mini", "gpt-4.1", "o4-mini", "text-embedding-3-small", "gpt-image-1", "whisper-1")
+ANTHROPIC_MODELS = {"claude-sonnet-4-5": "Claude Sonnet 4.5", "claude-haiku-4-5": "Claude Haiku 4.5"}
+# A valid 1x1 transparent PNG.
+TINY_PNG_BASE64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAAC0lEQVR4nGNgAAIAAAUAAXpeqz8AAAAASUVORK5CYII="
+
+_ANTHROPIC_PATHS = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
+_OPENAI_PATHS = frozenset(
+    {
+        "/v1/chat/completions",
+        "/v1/embeddings",
+        "/v1/images/generations",
+        "/v1/audio/transcriptions",
+        "/v1/audio/speech",
+    }
+)
+# Error `type` per status, §5.2; other statuses fall back to invalid_request_error / server-side types.
+_OPENAI_ERROR_TYPES = {402: "insufficient_quota", 403: "permission_error", 429: "rate_limit_error"}
+_ANTHROPIC_ERROR_TYPES = {
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+_AUDIO_CONTENT_TYPES = {
+    "mp3": "audio/mpeg",
+    "opus": "audio/ogg",
+    "aac": "audio/aac",
+    "flac": "audio/flac",
+    "wav": "audio/wav",
+    "pcm": "audio/pcm",
+}
+_RAW_CHUNK_BYTES = 1024
+_SHUTDOWN_TIMEOUT_SECONDS = 0.1
+
+
+@dataclass(frozen=True)
+class Delay:
+    """A pause inside ``Script.sse``; it is not counted as an event."""
+
+    seconds: float
+
+
+@dataclass
+class Script:
+    """A canned answer for one request. Body: ``sse``, else ``raw``, else ``json``, else empty."""
+
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    json: dict[str, Any] | None = None
+    raw: bytes | None = None
+    sse: list[SSEEvent | Delay] | None = None
+    chunk_delay: float = 0.0
+    first_byte_delay: float = 0.0
+    drop_after: int | None = None
+    stall_after: int | None = None
+    stall_seconds: float = 30.0
+
+    @classmethod
+    def error(
+        cls,
+        status: int,
+        *,
+        provider: Provider = "openai",
+        message: str = "Mock upstream error",
+        type: str | None = None,
+        code: str | None = None,
+        param: str | None = None,
+        retry_after: float | None = None,
+    ) -> Script:
+        """A provider-shaped error body (§5.1); ``type`` defaults from the status (§5.2)."""
+        if provider == "anthropic":
+            error_type = type or _ANTHROPIC_ERROR_TYPES.get(
+                status, "api_error" if status >= 500 else "invalid_request_error"
+            )
+            body: dict[str, Any] = {"type": "error", "error": {"type": error_type, "message": message}}
+        else:
+            error_type = type or _OPENAI_ERROR_TYPES.get(
+                status, "server_error" if status >= 500 else "invalid_request_error"
+            )
+            body = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+        headers = {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}
+        return cls(status=status, headers=headers, json=body)
+
+
+@dataclass
+class RecordedRequest:
+    """One request as the mock received it, plus what became of the answer."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    json: dict[str, Any] | None = None
+    form: dict[str, str | bytes] = field(default_factory=dict)
+    response_usage: dict[str, Any] | None = None
+    disconnected: bool = False
+    completed: bool = False
+
+
+class _InvalidRequestError(Exception):
+    """The request breaks a rule the real provider enforces; answered with a 400 in the provider's shape."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(frozen=True)
+class _ToolCall:
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """A protocol-neutral assistant turn, rendered by the OpenAI and Anthropic writers below."""
+
+    text: str
+    reasoning: str | None
+    tool_call: _ToolCall | None
+    stop: Literal["end", "stop_sequence", "length", "tool"]
+    stop_sequence: str | None
+    prompt_tokens: int
+    cached_tokens: int
+
+    @property
+    def output_tokens(self) -> int:
+        tool_tokens = TOKENS_PER_TOOL_CALL if self.tool_call else 0
+        return _words(self.text) + _words(self.reasoning or "") + tool_tokens
+
+
+class MockUpstream:
+    """An aiohttp server on a background thread with its own event loop, emulating OpenAI and Anthropic."""
+
+    def __init__(self, *, api_key: str = "sk-upstream-test", host: str = "127.0.0.1", port: int = 0) -> None:
+        self.api_key = api_key
+        self.host = host
+        self.port = port
+        self.requests: list[RecordedRequest] = []
+        self._lock = threading.Lock()
+        self._scripts: defaultdict[str, deque[Script]] = defaultdict(deque)
+        self._ids: Counter[str] = Counter()
+        self._disconnected = threading.Event()
+        self._idle = threading.Condition()
+        self._in_flight = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._routes: dict[tuple[str, str], Callable[[RecordedRequest], Script]] = {
+            ("POST", "/v1/chat/completions"): self._chat_completions,
+            ("POST", "/v1/messages"): self._messages,
+            ("POST", "/v1/messages/count_tokens"): self._count_tokens,
+            ("POST", "/v1/embeddings"): self._embeddings,
+            ("POST", "/v1/images/generations"): self._image_generations,
+            ("POST", "/v1/audio/transcriptions"): self._transcriptions,
+            ("POST", "/v1/audio/speech"): self._speech,
+            ("GET", "/v1/models"): self._models,
+        }
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        return self.url
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Start serving; returns once the socket is listening (``port`` then holds the bound port)."""
+        if self._thread is not None:
+            raise RuntimeError("MockUpstream is already running")
+        started: Future[None] = Future()
+        self._thread = threading.Thread(target=self._serve, args=(started,), name="mock-upstream", daemon=True)
+        self._thread.start()
+        try:
+            started.result(timeout=10)
+        except (OSError, TimeoutError):
+            self._thread.join()
+            self._thread = None
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop serving. Handlers still running after a short grace period are cancelled (records: disconnected)."""
+        if self._thread is None or self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._thread = None
+        self._loop = None
+
+    def __enter__(self) -> Self:
+        return self if self._thread is not None else self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _serve(self, started: Future[None]) -> None:
+        # Its own loop on its own thread, so sync tests and async tests (which own a running loop) can both use it.
+        loop = asyncio.new_event_loop()
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        # handler_cancellation: a client that goes away cancels its handler, even mid-sleep; that is how
+        # disconnects during delays and stalls are observed.
+        runner = web.AppRunner(
+            app, handler_cancellation=True, shutdown_timeout=_SHUTDOWN_TIMEOUT_SECONDS, access_log=None
+        )
+        try:
+            loop.run_until_complete(runner.setup())
+            site = web.TCPSite(runner, self.host, self.port)
+            loop.run_until_complete(site.start())
+        except OSError as exc:  # address in use, unknown host
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
+            started.set_exception(exc)
+            return
+        self.port = runner.addresses[0][1]
+        self._loop = loop
+        started.set_result(None)
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
+
+    # -- test-facing controls ----------------------------------------------------------------------------------
+
+    def enqueue(self, path: str, script: Script) -> None:
+        """Answer the next request to ``path`` with ``script``; scripts for one path are used in FIFO order."""
+        with self._lock:
+            self._scripts[path].append(script)
+
+    def reset(self) -> None:
+        """Forget recorded requests, queued scripts, id counters and observed disconnects."""
+        with self._lock:
+            self.requests.clear()
+            self._scripts.clear()
+            self._ids.clear()
+            self._disconnected.clear()
+
+    def wait_for_disconnect(self, timeout: float) -> bool:
+        """True once a response observed its client going away (since the last ``reset()``)."""
+        return self._disconnected.wait(timeout)
+
+    def wait_idle(self, timeout: float = 5.0) -> bool:
+        """True once no request is being handled, so every record's ``completed``/``disconnected`` is final."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+
+    # -- request handling --------------------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        with self._idle:
+            self._in_flight += 1
+        try:
+            record = await _record_request(request)
+            with self._lock:
+                self.requests.append(record)
+                queue = self._scripts.get(request.path)
+                script = queue.popleft() if queue else None
+            return await self._respond(request, record, script or self._default_script(record))
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def _default_script(self, record: RecordedRequest) -> Script:
+        provider = _provider_for(record)
+        if not self._is_authorized(record, provider):
+            if provider == "anthropic":
+                return Script.error(401, provider=provider, message="invalid x-api-key")
+            return Script.error(401, message="Incorrect API key provided.", code="invalid_api_key")
+        route = self._routes.get((record.method, record.path))
+        if route is None:
+            return Script.error(404, provider=provider, message=f"Unknown endpoint: {record.method} {record.path}")
+        try:
+            return route(record)
+        except _InvalidRequestError as exc:
+            return Script.error(400, provider=provider, message=str(exc), param=exc.param)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            # A body of the wrong shape: a real provider answers 400 to it, not 500.
+            return Script.error(400, provider=provider, message=f"Malformed request body: {exc!r}")
+
+    def _is_authorized(self, record: RecordedRequest, provider: Provider) -> bool:
+        bearer_ok = record.headers.get("authorization") == f"Bearer {self.api_key}"
+        api_key = record.headers.get("x-api-key")
+        if provider == "anthropic" and api_key is not None:
+            return api_key == self.api_key
+        return bearer_ok
+
+    def _new_id(self, prefix: str) -> str:
+        with self._lock:
+            self._ids[prefix] += 1
+            return f"{prefix}{self._ids[prefix]}"
+
+    def _tool_call(self, prefix: str, name: str | None) -> _ToolCall | None:
+        return None if name is None else _ToolCall(self._new_id(prefix), name, json.dumps(TOOL_ARGUMENTS))
+
+    # -- default endpoints -------------------------------------------------------------------------------------
+
+    def _chat_completions(self, record: RecordedRequest) -> Script:
+        body = _json_body(record, "model")
+        _openai_validate_messages(body.get("messages"))
+        prompt_tokens = _openai_prompt_tokens(body["messages"])
+        stop = body.get("stop") or []
+        limit = body.get("max_completion_tokens")
+        reply = _plan_reply(
+            user_text=_openai_user_text(body["messages"]),
+            tool_call=self._tool_call("call_", _openai_tool_to_call(body)),
+            reasoning=body.get("reasoning_effort") not in (None, "none", "minimal"),
+            stop_sequences=[stop] if isinstance(stop, str) else stop,
+            max_words=body.get("max_tokens") if limit is None else limit,
+            prompt_tokens=prompt_tokens,
+            cached_tokens=prompt_tokens // 2 if body.get("prompt_cache_key") else 0,
+        )
+        completion_id, model, created = self._new_id("chatcmpl-mock"), body["model"], int(time.time())
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            chunks = _openai_chunks(
+                reply, completion_id=completion_id, model=model, created=created, include_usage=include_usage
+            )
+            return Script(sse=chunks)
+        return Script(json=_openai_completion(reply, completion_id=completion_id, model=model, created=created))
+
+    def _messages(self, record: RecordedRequest) -> Script:
+        body = _json_body(record, "model", "max_tokens", "messages")
+        _anthropic_validate(body)
+        prompt_tokens = _anthropic_prompt_tokens(body)
+        reply = _plan_reply(
+            user_text=_anthropic_user_text(body["messages"]),
+            tool_call=self._tool_call("toolu_mock", _anthropic_tool_to_call(body)),
+            reasoning=(body.get("thinking") or {}).get("type") in ("enabled", "adaptive"),
+            stop_sequences=body.get("stop_sequences") or [],
+            max_words=body["max_tokens"],
+            prompt_tokens=prompt_tokens,
+            cached_tokens=prompt_tokens // 2 if _anthropic_has_cache_control(body) else 0,
+        )
+        message_id = self._new_id("msg_mock")
+        if body.get("stream"):
+            return Script(sse=_anthropic_events(reply, message_id=message_id, model=body["model"]))
+        return Script(json=_anthropic_message(reply, message_id=message_id, model=body["model"]))
+
+    def _count_tokens(self, record: RecordedRequest) -> Script:
+        body = _json_body(record, "model", "messages")
+        _anthropic_validate(body)
+        return Script(json={"input_tokens": _anthropic_prompt_tokens(body)})
+
+    def _embeddings(self, record: RecordedRequest) -> Script:
+        body = _json_body(record, "model", "input")
+        given = body["input"]
+        # One input is a string or a token array; a list of either is a batch.
+        inputs = [given] if isinstance(given, str) or (given and isinstance(given[0], int)) else given
+        encoding = body.get("encoding_format", "float")
+        if encoding not in ("float", "base64"):
+            raise _InvalidRequestError(f"Invalid encoding_format: {encoding!r}", param="encoding_format")
+        data = [
+            {"object": "embedding", "index": index, "embedding": _embedding(item, encoding=encoding)}
+            for index, item in enumerate(inputs)
+        ]
+        tokens = sum(_words(item) if isinstance(item, str) else len(item) for item in inputs)
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return Script(json={"object": "list", "data": data, "model": body["model"], "usage": usage})
+
+    def _image_generations(self, record: RecordedRequest) -> Script:
+        body = _json_body(record, "prompt")
+        count = body.get("n") or 1
+        input_tokens = _words(body["prompt"])
+        output_tokens = IMAGE_OUTPUT_TOKENS * count
+        usage = {
+            "input_tokens": input_tokens,
+            "input_tokens_details": {"text_tokens": input_tokens, "image_tokens": 0},
+            "output_tokens": output_tokens,
+            "total_tokens": input_tokens + output_tokens,
+        }
+        images = [{"b64_json": TINY_PNG_BASE64, "revised_prompt": body["prompt"]} for _ in range(count)]
+        return Script(json={"created": int(time.time()), "data": images, "usage": usage})
+
+    def _transcriptions(self, record: RecordedRequest) -> Script:
+        audio = record.form.get("file")
+        if not isinstance(audio, bytes) or "model" not in record.form:
+            raise _InvalidRequestError("file and model are required multipart fields", param="file")
+        text = f"transcribed {len(audio)} bytes"
+        usage = {"type": "duration", "seconds": max(1, math.ceil(len(audio) / AUDIO_BYTES_PER_SECOND))}
+        response_format = record.form.get("response_format", "json")
+        if response_format == "text":
+            return Script(raw=text.encode(), headers={"Content-Type": "text/plain; charset=utf-8"})
+        if response_format == "verbose_json":
+            verbose = {"task": "transcribe", "language": "english", "duration": float(usage["seconds"])}
+            return Script(json={**verbose, "text": text, "segments": [], "usage": usage})
+        if response_format == "json":
+            return Script(json={"text": text, "usage": usage})
+        raise _InvalidRequestError(f"Unsupported response_format: {response_format!r}", param="response_format")
+
+    def _speech(self, record: RecordedRequest) -> Script:
+        body = _json_body(record, "model", "input", "voice")
+        content_type = _AUDIO_CONTENT_TYPES.get(body.get("response_format", "mp3"), "audio/mpeg")
+        audio = bytes(index % 256 for index in range(SPEECH_BYTES_PER_CHARACTER * len(body["input"])))
+        return Script(raw=audio, headers={"Content-Type": content_type})
+
+    def _models(self, record: RecordedRequest) -> Script:
+        if _provider_for(record) == "anthropic":
+            models = [
+                {"type": "model", "id": model_id, "display_name": name, "created_at": "2025-09-29T00:00:00Z"}
+                for model_id, name in ANTHROPIC_MODELS.items()
+            ]
+            page = {"first_id": models[0]["id"], "last_id": models[-1]["id"], "has_more": False}
+            return Script(json={"data": models, **page})
+        models = [
+            {"id": model_id, "object": "model", "created": 1_700_000_000, "owned_by": "mock-upstream"}
+            for model_id in OPENAI_MODELS
+        ]
+        return Script(json={"object": "list", "data": models})
+
+    # -- response writing --------------------------------------------------------------------------------------
+
+    async def _respond(self, request: web.Request, record: RecordedRequest, script: Script) -> web.StreamResponse:
+        response = web.StreamResponse(status=script.status)
+        try:
+            if script.first_byte_delay:
+                await asyncio.sleep(script.first_byte_delay)
+            if script.sse is not None:
+                await self._write_sse(request, response, record, script)
+            elif script.raw is not None:
+                await _write_raw(request, response, record, script)
+            else:
+                await _write_json(request, response, record, script)
+        except (ConnectionResetError, asyncio.CancelledError) as exc:
+            record.completed = False
+            record.disconnected = True
+            self._disconnected.set()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        return response
+
+    async def _write_sse(
+        self, request: web.Request, response: web.StreamResponse, record: RecordedRequest, script: Script
+    ) -> None:
+        response.headers.update({"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        response.headers.update(script.headers)
+        await response.prepare(request)
+        sent = 0
+        assert script.sse is not None
+        # The trailing None marks the end of the stream, so a drop or a stall can also follow the last event.
+        for item in [*script.sse, None]:
+            if isinstance(item, Delay):
+                await asyncio.sleep(item.seconds)
+                continue
+            if sent == script.drop_after:
+                # Abort the socket: no terminating chunk, like an upstream that crashes mid-stream.
+                if request.transport is not None:
+                    request.transport.abort()
+                return
+            if sent == script.stall_after:
+                await asyncio.sleep(script.stall_seconds)
+            if item is None:
+                break
+            if sent and script.chunk_delay:
+                await asyncio.sleep(script.chunk_delay)
+            event, data = item
+            await response.write(_encode_sse(event, data))
+            sent += 1
+            record.response_usage = _merge_usage(record.response_usage, data)
+        record.completed = True  # set before the last write, so a client that has read to EOF already sees it
+        await response.write_eof()
+
+
+async def _write_json(
+    request: web.Request, response: web.StreamResponse, record: RecordedRequest, script: Script
+) -> None:
+    body = b"" if script.json is None else json.dumps(script.json).encode()
+    if script.json is not None:
+        response.content_type = "application/json"
+        record.response_usage = _merge_usage(None, script.json)
+    response.headers.update(script.headers)
+    response.content_length = len(body)
+    await response.prepare(request)
+    record.completed = True
+    await response.write_eof(body)
+
+
+async def _write_raw(
+    request: web.Request, response: web.StreamResponse, record: RecordedRequest, script: Script
+) -> None:
+    assert script.raw is not None
+    response.content_type = "application/json"
+    response.headers.update(script.headers)
+    await response.prepare(request)
+    for offset in range(0, len(script.raw), _RAW_CHUNK_BYTES):
+        if offset and script.chunk_delay:
+            await asyncio.sleep(script.chunk_delay)
+        await response.write(script.raw[offset : offset + _RAW_CHUNK_BYTES])
+    record.completed = True
+    await response.write_eof()
+
+
+def _encode_sse(event: str | None, data: dict[str, Any] | str) -> bytes:
+    payload = data if isinstance(data, str) else json.dumps(data)
+    prefix = f"event: {event}\n" if event else ""
+    return f"{prefix}data: {payload}\n\n".encode()
+
+
+def _merge_usage(usage: dict[str, Any] | None, data: dict[str, Any] | str) -> dict[str, Any] | None:
+    """Fold the usage carried by one body/event into what was sent so far, as the SDK accumulators do (§1.8)."""
+    if not isinstance(data, dict):
+        return usage
+    message = data.get("message")
+    found = message.get("usage") if isinstance(message, dict) else data.get("usage")
+    if not isinstance(found, dict):
+        return usage
+    return {**(usage or {}), **{key: value for key, value in found.items() if value is not None}}
+
+
+async def _record_request(request: web.Request) -> RecordedRequest:
+    body = await request.read()
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    record = RecordedRequest(method=request.method, path=request.path, headers=headers, body=body)
+    if request.content_type == "multipart/form-data":
+        record.form = _parse_multipart(headers["content-type"], body)
+    elif body:
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = None
+        record.json = parsed if isinstance(parsed, dict) else None
+    return record
+
+
+def _parse_multipart(content_type: str, body: bytes) -> dict[str, str | bytes]:
+    """Multipart fields by name: file parts as bytes, the others as str."""
+    message = BytesParser(policy=policy.HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+    form: dict[str, str | bytes] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        form[str(name)] = payload if part.get_filename() is not None else payload.decode()
+    return form
+
+
+def _provider_for(record: RecordedRequest) -> Provider:
+    """Which provider's shape answers this request: by endpoint, else by the anthropic-version header (§5.1)."""
+    if record.path in _ANTHROPIC_PATHS:
+        return "anthropic"
+    if record.path in _OPENAI_PATHS:
+        return "openai"
+    return "anthropic" if "anthropic-version" in record.headers else "openai"
+
+
+def _json_body(record: RecordedRequest, *required: str) -> dict[str, Any]:
+    if record.json is None:
+        raise _InvalidRequestError("The request body is not a valid JSON object.")
+    missing = [name for name in required if record.json.get(name) is None]
+    if missing:
+        raise _InvalidRequestError(f"{missing[0]}: Field required", param=missing[0])
+    return record.json
+
+
+# -- reply planning (protocol-neutral) -------------------------------------------------------------------------
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def _word_pieces(text: str) -> list[str]:
+    """Split into words that keep their trailing whitespace, so the pieces concatenate back to ``text``."""
+    return re.findall(r"\s*\S+\s*", text)
+
+
+def _halves(text: str) -> list[str]:
+    middle = len(text) // 2
+    return [text[:middle], text[middle:]]
+
+
+def _embedding(item: str | list[int], *, encoding: str) -> list[float] | str:
+    """8 floats from a hash of the input; each is k/128 - 1, exact in float32, so base64 decodes back equal."""
+    source = item if isinstance(item, str) else json.dumps(item)
+    vector = [(byte - 128) / 128 for byte in hashlib.sha256(source.encode()).digest()[:8]]
+    if encoding == "base64":
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return vector
+
+
+def _plan_reply(
+    *,
+    user_text: str,
+    tool_call: _ToolCall | None,
+    reasoning: bool,
+    stop_sequences: list[str],
+    max_words: int | None,
+    prompt_tokens: int,
+    cached_tokens: int,
+) -> _Reply:
+    reasoning_text = REASONING_TEXT if reasoning else None
+    if tool_call is not None:
+        return _Reply("", reasoning_text, tool_call, "tool", None, prompt_tokens, cached_tokens)
+    text = ECHO_PREFIX + user_text
+    matches = [(text.find(sequence), sequence) for sequence in stop_sequences if sequence and sequence in text]
+    stop: Literal["end", "stop_sequence", "length"] = "end"
+    stop_sequence = None
+    if matches:
+        position, stop_sequence = min(matches)
+        text, stop = text[:position], "stop_sequence"
+    if max_words is not None and _words(text) > max_words:
+        text, stop, stop_sequence = "".join(_word_pieces(text)[:max_words]).rstrip(), "length", None
+    return _Reply(text, reasoning_text, None, stop, stop_sequence, prompt_tokens, cached_tokens)
+
+
+# -- OpenAI Chat Completions (§1.1-1.4) -------------------------------------------------------------------------
+
+_FINISH_REASONS = {"end": "stop", "stop_sequence": "stop", "length": "length", "tool": "tool_calls"}
+
+
+def _openai_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(part["text"] for part in content if part.get("type") == "text")
+    return ""
+
+
+def _openai_prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    return sum(_words(_openai_text(message.get("content"))) + TOKENS_PER_MESSAGE for message in messages)
+
+
+def _openai_validate_messages(messages: Any) -> None:
+    """OpenAI's own checks: a non-empty list, and every tool message answers a call of the assistant before it."""
+    if not isinstance(messages, list) or not messages:
+        raise _InvalidRequestError("[] is too short - 'messages'", param="messages")
+    unanswered: set[str] = set()
+    for index, message in enumerate(messages):
+        if message.get("role") == "tool":
+            if message.get("tool_call_id") not in unanswered:
+                raise _InvalidRequestError(
+                    "Invalid parameter: messages with role 'tool' must be a response to a preceding message "
+                    "with 'tool_calls'.",
+                    param=f"messages.[{index}].role",
+                )
+            unanswered.discard(message["tool_call_id"])
+            continue
+        if unanswered:
+            raise _unanswered_tool_calls_error(unanswered)
+        if message.get("role") == "assistant":
+            unanswered = {call["id"] for call in message.get("tool_calls") or []}
+    if unanswered:
+        raise _unanswered_tool_calls_error(unanswered)
+
+
+def _unanswered_tool_calls_error(unanswered: set[str]) -> _InvalidRequestError:
+    return _InvalidRequestError(
+        "An assistant message with 'tool_calls' must be followed by tool messages responding to each "
+        "'tool_call_id'. The following tool_call_ids did not have response messages: " + ", ".join(sorted(unanswered)),
+        param="messages",
+    )
+
+
+def _openai_user_text(messages: list[dict[str, Any]]) -> str:
+    return next((_openai_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+
+
+def _openai_tool_to_call(body: dict[str, Any]) -> str | None:
+    tools = [tool for tool in body.get("tools") or [] if tool.get("type") == "function"]
+    choice = body.get("tool_choice", "auto")
+    if not tools or choice == "none" or _openai_answers_tool_results(body["messages"]):
+        return None
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        return str(choice["function"]["name"])
+    return str(tools[0]["function"]["name"])
+
+
+def _openai_answers_tool_results(messages: list[dict[str, Any]]) -> bool:
+    for message in reversed(messages):
+        if message.get("role") == "assistant":
+            return False
+        if message.get("role") == "tool":
+            return True
+    return False
+
+
+def _openai_usage(reply: _Reply) -> dict[str, Any]:
+    usage: dict[str, Any] = {
+        "prompt_tokens": reply.prompt_tokens,
+        "completion_tokens": reply.output_tokens,
+        "total_tokens": reply.prompt_tokens + reply.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": reply.cached_tokens},
+    }
+    if reply.reasoning:
+        usage["completion_tokens_details"] = {"reasoning_tokens": _words(reply.reasoning)}
+    return usage
+
+
+def _openai_completion(reply: _Reply, *, completion_id: str, model: str, created: int) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": None if reply.tool_call else reply.text,
+        "refusal": None,
+    }
+    if reply.reasoning:
+        message["reasoning_content"] = reply.reasoning
+    if reply.tool_call:
+        call = reply.tool_call
+        message["tool_calls"] = [
+            {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+        ]
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": _FINISH_REASONS[reply.stop], "logprobs": None}],
+        "usage": _openai_usage(reply),
+        "system_fingerprint": None,
+    }
+
+
+def _openai_chunks(
+    reply: _Reply, *, completion_id: str, model: str, created: int, include_usage: bool
+) -> list[SSEEvent | Delay]:
+    """The §1.4 chunk sequence: role, reasoning and content word by word, tool call, finish, usage, [DONE]."""
+    head = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> SSEEvent:
+        data: dict[str, Any] = {
+            **head,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        }
+        if include_usage:
+            data["usage"] = None
+        return None, data
+
+    deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
+    deltas += [{"reasoning_content": piece} for piece in _word_pieces(reply.reasoning or "")]
+    deltas += [{"content": piece} for piece in _word_pieces(reply.text)]
+    if reply.tool_call:
+        call = reply.tool_call
+        opening = {"index": 0, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
+        deltas.append({"tool_calls": [opening]})
+        fragments = _halves(call.arguments)
+        deltas += [{"tool_calls": [{"index": 0, "function": {"arguments": part}}]} for part in fragments]
+    events: list[SSEEvent | Delay] = [chunk(delta) for delta in deltas]
+    events.append(chunk({}, _FINISH_REASONS[reply.stop]))
+    if include_usage:
+        events.append((None, {**head, "choices": [], "usage": _openai_usage(reply)}))
+    events.append((None, "[DONE]"))
+    return events
+
+
+# -- Anthropic Messages (§1.5-1.8) ------------------------------------------------------------------------------
+
+_STOP_REASONS = {"end": "end_turn", "stop_sequence": "stop_sequence", "length": "max_tokens", "tool": "tool_use"}
+
+
+def _anthropic_blocks(content: Any) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+
+
+def _anthropic_texts(content: Any) -> list[str]:
+    """Every text of a content value, tool_result contents included."""
+    texts: list[str] = []
+    for block in _anthropic_blocks(content):
+        if block.get("type") == "text":
+            texts.append(block["text"])
+        elif block.get("type") == "tool_result":
+            texts += _anthropic_texts(block.get("content", []))
+    return texts
+
+
+def _anthropic_prompt_tokens(body: dict[str, Any]) -> int:
+    system = body.get("system")
+    parts = [system] if system else []
+    parts += [message["content"] for message in body["messages"]]
+    return sum(sum(_words(text) for text in _anthropic_texts(part)) + TOKENS_PER_MESSAGE for part in parts)
+
+
+def _anthropic_has_cache_control(body: dict[str, Any]) -> bool:
+    system = body.get("system")
+    blocks = [*(_anthropic_blocks(system) if system else []), *body.get("tools", [])]
+    for message in body["messages"]:
+        blocks += _anthropic_blocks(message["content"])
+    return "cache_control" in body or any("cache_control" in block for block in blocks)
+
+
+def _anthropic_validate(body: dict[str, Any]) -> None:
+    """The Messages API checks gateways most often trip over (§1.6)."""
+    messages = body["messages"]
+    if not isinstance(messages, list) or not messages:
+        raise _InvalidRequestError("messages: at least one message is required")
+    system = body.get("system")
+    _anthropic_validate_texts("system", _anthropic_blocks(system) if system else [])
+    for index, message in enumerate(messages):
+        if message.get("role") not in ("user", "assistant"):
+            raise _InvalidRequestError(
+                f"messages.{index}.role: Input should be 'user' or 'assistant', got {message.get('role')!r}"
+            )
+        blocks = _anthropic_blocks(message["content"])
+        is_final_assistant = index == len(messages) - 1 and message["role"] == "assistant"
+        if not is_final_assistant and message["content"] in ("", []):
+            raise _InvalidRequestError(
+                f"messages.{index}: all messages must have non-empty content except for the optional final "
+                "assistant message"
+            )
+        _anthropic_validate_texts("messages", blocks)
+        if not body.get("tools") and any(block.get("type") in ("tool_use", "tool_result") for block in blocks):
+            raise _InvalidRequestError("Requests which include `tool_use` or `tool_result` blocks must define tools.")
+
+
+def _anthropic_validate_texts(where: str, blocks: list[dict[str, Any]]) -> None:
+    for block in blocks:
+        if block.get("type") == "tool_result":
+            _anthropic_validate_texts(where, _anthropic_blocks(block.get("content", [])))
+        elif block.get("type") == "text" and block["text"] == "":
+            raise _InvalidRequestError(f"{where}: text content blocks must be non-empty")
+        elif block.get("type") == "text" and not block["text"].strip():
+            raise _InvalidRequestError(f"{where}: text content blocks must contain non-whitespace text")
+
+
+def _anthropic_user_text(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        blocks = _anthropic_blocks(message["content"])
+        if message["role"] == "user" and not all(block.get("type") == "tool_result" for block in blocks):
+            return " ".join(block["text"] for block in blocks if block.get("type") == "text")
+    return ""
+
+
+def _anthropic_answers_tool_results(messages: list[dict[str, Any]]) -> bool:
+    for message in reversed(messages):
+        if message["role"] == "assistant":
+            return False
+        if any(block.get("type") == "tool_result" for block in _anthropic_blocks(message["content"])):
+            return True
+    return False
+
+
+def _anthropic_tool_to_call(body: dict[str, Any]) -> str | None:
+    tools = body.get("tools") or []
+    choice = body.get("tool_choice") or {"type": "auto"}
+    if not tools or choice["type"] == "none" or _anthropic_answers_tool_results(body["messages"]):
+        return None
+    return str(choice["name"] if choice["type"] == "tool" else tools[0]["name"])
+
+
+def _anthropic_usage(reply: _Reply) -> dict[str, Any]:
+    return {
+        "input_tokens": reply.prompt_tokens - reply.cached_tokens,
+        "output_tokens": reply.output_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": reply.cached_tokens,
+    }
+
+
+def _anthropic_content(reply: _Reply) -> list[dict[str, Any]]:
+    content: list[dict[str, Any]] = []
+    if reply.reasoning:
+        content.append({"type": "thinking", "thinking": reply.reasoning, "signature": THINKING_SIGNATURE})
+    if reply.text:
+        content.append({"type": "text", "text": reply.text})
+    if reply.tool_call:
+        call = reply.tool_call
+        content.append({"type": "tool_use", "id": call.id, "name": call.name, "input": json.loads(call.arguments)})
+    return content
+
+
+def _anthropic_message(reply: _Reply, *, message_id: str, model: str) -> dict[str, Any]:
+    return {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": _anthropic_content(reply),
+        "stop_reason": _STOP_REASONS[reply.stop],
+        "stop_sequence": reply.stop_sequence,
+        "usage": _anthropic_usage(reply),
+    }
+
+
+def _anthropic_event(name: str, **fields: Any) -> SSEEvent:
+    return name, {"type": name, **fields}
+
+
+def _anthropic_block_stream(block: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A block's ``content_block_start`` payload and its deltas."""
+    if block["type"] == "thinking":
+        deltas = [{"type": "thinking_delta", "thinking": piece} for piece in _word_pieces(block["thinking"])]
+        deltas.append({"type": "signature_delta", "signature": block["signature"]})
+        return {"type": "thinking", "thinking": "", "signature": ""}, deltas
+    if block["type"] == "text":
+        deltas = [{"type": "text_delta", "text": piece} for piece in _word_pieces(block["text"])]
+        return {"type": "text", "text": ""}, deltas
+    # The real API opens tool input with an empty fragment; converters must not forward it (§4.1).
+    fragments = ["", *_halves(json.dumps(block["input"]))]
+    return {**block, "input": {}}, [{"type": "input_json_delta", "partial_json": part} for part in fragments]
+
+
+def _anthropic_events(reply: _Reply, *, message_id: str, model: str) -> list[SSEEvent | Delay]:
+    """The §1.8 event sequence; ``message_delta`` carries the cumulative usage."""
+    message = _anthropic_message(reply, message_id=message_id, model=model)
+    usage = message["usage"]
+    opening = {
+        **message,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {**usage, "output_tokens": 1},
+    }
+    events: list[SSEEvent | Delay] = [_anthropic_event("message_start", message=opening), _anthropic_event("ping")]
+    for index, block in enumerate(message["content"]):
+        start, deltas = _anthropic_block_stream(block)
+        events.append(_anthropic_event("content_block_start", index=index, content_block=start))
+        events += [_anthropic_event("content_block_delta", index=index, delta=delta) for delta in deltas]
+        events.append(_anthropic_event("content_block_stop", index=index))
+    delta = {"stop_reason": message["stop_reason"], "stop_sequence": message["stop_sequence"]}
+    events.append(_anthropic_event("message_delta", delta=delta, usage=usage))
+    events.append(_anthropic_event("message_stop"))
+    return events

@@ -1,0 +1,357 @@
+"""A client → O upstream: request (§2.3–§2.8), non-stream response back (§3.4); A→A thinking filter (§3.5)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import TranslationError
+from .media import (
+    InlineImages,
+    anthropic_document_to_openai,
+    anthropic_image_to_openai,
+    anthropic_search_result_to_openai,
+)
+from .models import Conversion, TargetModel
+from .reasoning import anthropic_thinking_to_effort
+from .stop_reasons import anthropic_stop
+from .tools import (
+    anthropic_tool_choice_to_openai,
+    anthropic_tool_to_openai,
+    compact_json,
+    openai_tool_name,
+    sanitize_tool_id,
+    tool_input_from_arguments,
+)
+from .usage import estimate_openai_prompt_tokens, openai_response_usage, usage_to_anthropic
+
+OPENAI_MAX_STOP = 4  # O accepts at most 4 stop sequences (§2.3)
+TOOL_ERROR_PREFIX = "Error: "  # O tool messages have no is_error flag (§2.4 step 2, gateway choice)
+STRUCTURED_OUTPUT_NAME = "structured_output"
+
+
+@dataclass
+class _MessageContext:
+    target: TargetModel
+    inline_images: InlineImages
+    tool_names: dict[str, str]
+
+
+def _openai_parts(block: dict, param: str, ctx: _MessageContext) -> list[dict]:
+    """O user content parts for one A user block (§2.4 step 2, §2.7)."""
+    kind = block.get("type")
+    if kind == "text":
+        return [{"type": "text", "text": block["text"]}] if block.get("text") else []
+    if kind == "image":
+        image_urls, inline = ctx.target.image_urls, ctx.inline_images
+        return [anthropic_image_to_openai(block, image_urls=image_urls, inline_images=inline, param=param)]
+    if kind == "document":
+        return anthropic_document_to_openai(block, documents=ctx.target.documents, param=param)
+    if kind == "search_result":
+        return anthropic_search_result_to_openai(block)
+    raise TranslationError(f"Content block type {kind!r} is not supported in a user turn.", param=f"{param}.type")
+
+
+def _tool_message(block: dict, param: str, ctx: _MessageContext) -> tuple[dict, list[dict]]:
+    """(O tool message, media parts that must follow in a user message) for an A tool_result (QwenLM/qwen-code#3616)."""
+    content = block.get("content")
+    texts: list[str] = []
+    media: list[dict] = []
+    if isinstance(content, str):
+        texts.append(content)
+    for j, inner in enumerate(content if isinstance(content, list) else []):
+        for part in _openai_parts(inner, f"{param}.content[{j}]", ctx):
+            if part["type"] == "text":
+                texts.append(part["text"])
+            else:
+                media.append(part)  # O tool messages carry text only
+    text = "\n".join(texts)
+    if block.get("is_error") is True:
+        text = TOOL_ERROR_PREFIX + text
+    return {"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text}, media
+
+
+def _user_messages(content: object, param: str, ctx: _MessageContext) -> list[dict]:
+    if not isinstance(content, list):
+        return [{"role": "user", "content": content}]
+    tool_messages: list[dict] = []
+    media: list[dict] = []
+    parts: list[dict] = []
+    for j, block in enumerate(content):
+        block_param = f"{param}[{j}]"
+        if not isinstance(block, dict):
+            raise TranslationError("Content blocks must be objects.", param=block_param, code="invalid_type")
+        if block.get("type") == "tool_result":
+            message, result_media = _tool_message(block, block_param, ctx)
+            tool_messages.append(message)
+            media += result_media
+        else:
+            parts += _openai_parts(block, block_param, ctx)
+    # Tool messages first: O wants them right after the assistant turn that called (§2.4 step 2).
+    parts = media + parts
+    if not parts:
+        return tool_messages
+    if len(parts) == 1 and parts[0]["type"] == "text":
+        return [*tool_messages, {"role": "user", "content": parts[0]["text"]}]
+    return [*tool_messages, {"role": "user", "content": parts}]
+
+
+def _assistant_message(content: object, ctx: _MessageContext) -> dict | None:
+    if not isinstance(content, list):
+        return {"role": "assistant", "content": content}
+    texts: list[str] = []
+    tool_calls: list[dict] = []
+    for block in content:
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            texts.append(block.get("text") or "")
+        elif kind == "tool_use":
+            name = openai_tool_name(block.get("name") or "")
+            if name != block.get("name"):
+                ctx.tool_names[name] = block["name"]
+            arguments = compact_json(block.get("input") or {})
+            tool_calls.append(
+                {"id": block.get("id"), "type": "function", "function": {"name": name, "arguments": arguments}}
+            )
+        # thinking / redacted_thinking / server blocks are dropped (§2.4 step 3).
+    text = "".join(texts)  # A splits text around citations: no separator
+    if not text and not tool_calls:
+        return None  # a turn of only thinking has nothing to say to an O upstream
+    message: dict = {"role": "assistant", "content": text or None}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return message
+
+
+def _convert_messages(messages: object, ctx: _MessageContext) -> list[dict]:
+    if not isinstance(messages, list) or not messages:
+        raise TranslationError("messages must be a non-empty array.", param="messages")
+    converted: list[dict] = []
+    for i, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role == "user":
+            converted += _user_messages(message.get("content"), f"messages[{i}].content", ctx)
+        elif role == "assistant":
+            assistant = _assistant_message(message.get("content"), ctx)
+            if assistant is not None:
+                converted.append(assistant)
+        else:
+            raise TranslationError(f"Unsupported message role {role!r}.", param=f"messages[{i}].role")
+    return converted
+
+
+def _system_text(system: object) -> str:
+    if isinstance(system, str):
+        return system
+    if isinstance(system, list):
+        texts = [block.get("text") for block in system if isinstance(block, dict) and block.get("type") == "text"]
+        return "\n\n".join(text for text in texts if text)  # cache_control dropped (§2.3)
+    return ""
+
+
+def _tools(body: dict, target: TargetModel, tool_names: dict[str, str]) -> dict:
+    """O tools / tool_choice / parallel_tool_calls / web_search_options fields (§2.3, §2.5)."""
+    if body.get("mcp_servers"):
+        raise TranslationError(
+            "mcp_servers is not supported for this model.", param="mcp_servers", code="unsupported_parameter"
+        )
+    tools: list[dict] = []
+    fields: dict = {}
+    for i, tool in enumerate(body.get("tools") or []):
+        kind = tool.get("type")
+        if kind in (None, "custom"):
+            tools.append(anthropic_tool_to_openai(tool, tool_names))
+        elif isinstance(kind, str) and kind.startswith("web_search") and target.web_search:
+            fields["web_search_options"] = {}
+        else:
+            raise TranslationError(
+                f"Server tool {kind!r} is not supported for this model.",
+                param=f"tools[{i}].type",
+                code="unsupported_parameter",
+            )
+    if tools:
+        fields["tools"] = tools
+    return fields | anthropic_tool_choice_to_openai(body.get("tool_choice"), bool(tools))
+
+
+def _is_strict_schema(schema: object) -> bool:
+    """OpenAI strict mode: every object closes additionalProperties and requires all its properties (§2.3)."""
+    if isinstance(schema, list):
+        return all(_is_strict_schema(item) for item in schema)
+    if not isinstance(schema, dict):
+        return True
+    if schema.get("type") == "object" or "properties" in schema:
+        properties = schema.get("properties") or {}
+        if schema.get("additionalProperties") is not False or set(schema.get("required") or []) != set(properties):
+            return False
+        rest = [value for key, value in schema.items() if key != "properties"]
+        return _is_strict_schema(rest) and _is_strict_schema(list(properties.values()))
+    return _is_strict_schema(list(schema.values()))
+
+
+def _response_format(output_config: object) -> dict | None:
+    spec = output_config.get("format") if isinstance(output_config, dict) else None
+    if not isinstance(spec, dict) or spec.get("type") != "json_schema":
+        return None
+    schema = spec.get("schema") or {"type": "object"}
+    json_schema = {"name": STRUCTURED_OUTPUT_NAME, "schema": schema, "strict": _is_strict_schema(schema)}
+    return {"type": "json_schema", "json_schema": json_schema}
+
+
+def anthropic_request_to_openai(
+    body: dict, target: TargetModel, *, inline_images: InlineImages | None = None
+) -> Conversion:
+    """Convert an A Messages request into an O chat completion request for `target` (raises TranslationError)."""
+    max_tokens = body.get("max_tokens")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        # max_tokens:0 is A's cache pre-warm: no O counterpart (§2.8).
+        raise TranslationError("max_tokens must be a positive integer.", param="max_tokens", code="invalid_value")
+    if target.max_output_tokens:
+        max_tokens = min(max_tokens, target.max_output_tokens)
+
+    tool_names: dict[str, str] = {}
+    ctx = _MessageContext(target, inline_images or {}, tool_names)
+    tool_fields = _tools(body, target, tool_names)
+    messages = _convert_messages(body.get("messages"), ctx)
+    system = _system_text(body.get("system"))
+    if system:
+        messages.insert(0, {"role": "system", "content": system})
+
+    out: dict = {"model": target.upstream_model, "messages": messages, target.max_tokens_field: max_tokens}
+    for name in ("temperature", "top_p"):  # A's ranges are inside O's; top_k has no O counterpart
+        if body.get(name) is not None:
+            out[name] = body[name]
+    stops = body.get("stop_sequences")
+    if stops:
+        out["stop"] = list(stops[:OPENAI_MAX_STOP])  # always an array (QuantumNous/new-api#7175)
+    if "stream" in body:
+        out["stream"] = bool(body["stream"])
+        if body["stream"] and target.stream_usage:
+            out["stream_options"] = {"include_usage": True}  # billing needs usage (G5)
+    out |= tool_fields
+    effort = anthropic_thinking_to_effort(body.get("thinking"), body.get("output_config"), target)
+    if effort is not None:
+        out["reasoning_effort"] = effort
+    response_format = _response_format(body.get("output_config"))
+    if response_format is not None:
+        out["response_format"] = response_format
+    user_id = (body.get("metadata") or {}).get("user_id")
+    if isinstance(user_id, str) and user_id:
+        out["user"] = user_id
+    # n is never sent: A returns one message (§3.4). service_tier, container, cache_control… are dropped (§2.8).
+    return Conversion(body=out, tool_names=tool_names, input_estimate=estimate_openai_prompt_tokens(out))
+
+
+def openai_reasoning_text(message: dict) -> str:
+    """Reasoning of an O message or delta: reasoning_content ?? reasoning ?? reasoning_details texts (§3.4)."""
+    for key in ("reasoning_content", "reasoning"):
+        if isinstance(message.get(key), str) and message[key]:
+            return message[key]
+    details = message.get("reasoning_details")
+    texts = []
+    for detail in details if isinstance(details, list) else []:
+        text = detail.get("text") or detail.get("summary") if isinstance(detail, dict) else None
+        if isinstance(text, str):
+            texts.append(text)
+    return "".join(texts)
+
+
+def openai_content_text(content: object) -> str:
+    """Text of an O message content, whether a string or a list of text parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text") or "" for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+def anthropic_message_id(upstream_id: object, new_id: Callable[[], str]) -> str:
+    """`msg_` + the upstream id unless it already has the prefix, or a fresh one (§3.4)."""
+    if isinstance(upstream_id, str) and upstream_id:
+        return upstream_id if upstream_id.startswith("msg_") else f"msg_{upstream_id}"
+    return f"msg_{new_id()}"
+
+
+def anthropic_tool_id(upstream_id: object, new_id: Callable[[], str]) -> str:
+    """A tool_use id for an O tool-call id: sanitized (§2.2 step 3), or `toolu_` + a fresh one."""
+    if isinstance(upstream_id, str) and upstream_id:
+        return sanitize_tool_id(upstream_id)
+    return sanitize_tool_id(f"toolu_{new_id()}")
+
+
+def openai_response_to_anthropic(resp: dict, conv: Conversion, *, model: str, new_id: Callable[[], str]) -> dict:
+    """Convert an O chat completion into an A message (§3.4); `new_id()` returns a fresh random id suffix."""
+    choice = (resp.get("choices") or [{}])[0]  # n is forced to 1 on these routes
+    message = choice.get("message") or {}
+    content: list[dict] = []
+    reasoning = openai_reasoning_text(message)
+    if reasoning:
+        # Synthesized: no signature exists, so an A upstream must never see it again (§3.5).
+        content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
+    text = openai_content_text(message.get("content"))
+    if text:
+        content.append({"type": "text", "text": text})
+    refusal = message.get("refusal")
+    if isinstance(refusal, str) and refusal:
+        content.append({"type": "text", "text": refusal})
+    calls = list(message.get("tool_calls") or [])
+    if isinstance(message.get("function_call"), dict):
+        calls.append({"function": message["function_call"]})  # legacy single call
+    for call in calls:
+        function = call.get("function") or {}
+        name = function.get("name") or ""
+        content.append(
+            {
+                "type": "tool_use",
+                "id": anthropic_tool_id(call.get("id"), new_id),
+                "name": conv.client_tool_name(name),
+                "input": tool_input_from_arguments(function.get("arguments")),
+            }
+        )
+    stop_reason, stop_sequence = anthropic_stop(
+        choice.get("finish_reason"),
+        matched_stop=choice.get("stop_reason"),
+        has_tool_use=bool(calls),
+        refused=bool(refusal),
+    )
+    return {
+        "id": anthropic_message_id(resp.get("id"), new_id),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,  # an empty completion stays [], never an empty text block (§3.4)
+        "stop_reason": stop_reason,
+        "stop_sequence": stop_sequence,
+        "usage": usage_to_anthropic(openai_response_usage(resp, conv.input_estimate)),
+    }
+
+
+def anthropic_thinking_filter(body: dict, *, accept_signature: Callable[[dict], bool] | None = None) -> dict:
+    """Drop unsigned or rejected thinking blocks before an A upstream sees them (§3.5); `body` itself if unchanged."""
+
+    def droppable(block: object) -> bool:
+        if not isinstance(block, dict) or block.get("type") != "thinking":
+            return False
+        if not block.get("signature"):
+            return True  # gateway-synthesized: never fabricate a signature (CommonstackAI/UncommonRoute#19)
+        return accept_signature is not None and not accept_signature(block)
+
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return body
+    filtered: list = []
+    changed = False
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list) or message.get("role") != "assistant":
+            filtered.append(message)
+            continue
+        kept = [block for block in content if not droppable(block)]
+        if len(kept) == len(content):
+            filtered.append(message)  # untouched: signed blocks stay byte-identical
+            continue
+        changed = True
+        if kept:
+            filtered.append({**message, "content": kept})
+        # A turn of only synthesized thinking disappears; A merges the neighbouring user turns.
+    return {**body, "messages": filtered} if changed else body

@@ -1,0 +1,403 @@
+"""O client → A upstream: the request (§2.1, §2.2, §2.5–§2.8) and the non-stream response back (§3.3)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .errors import TranslationError
+from .media import InlineImages, openai_file_to_anthropic, openai_image_to_anthropic
+from .models import Conversion, TargetModel
+from .reasoning import effort_to_anthropic_thinking, fit_thinking_budget
+from .stop_reasons import anthropic_stop_reason_to_openai
+from .tools import (
+    JSON_TOOL_NAME,
+    ToolIds,
+    compact_json,
+    history_tools,
+    openai_tool_choice_to_anthropic,
+    openai_tool_to_anthropic,
+    tool_input_from_arguments,
+)
+from .usage import anthropic_response_usage, estimate_anthropic_prompt_tokens, usage_to_openai
+
+FALLBACK_MAX_TOKENS = 4096  # only when the catalog knows neither a default nor the model's max output (§2.1)
+JSON_OBJECT_INSTRUCTION = "Respond with a single JSON object and nothing else."  # best effort (§2.1)
+FIRST_USER_PLACEHOLDER = "."  # §2.2 step 7, only for providers flagged requires_user_first
+# metadata.user_id must be an opaque id, no PII (§1.5; LiteLLM `_valid_user_id`).
+_LOOKS_LIKE_PII = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$|^\+?[\d\s().-]{7,}$")
+
+
+@dataclass
+class _MessageContext:
+    """Per-request state of the §2.2 walk."""
+
+    target: TargetModel
+    inline_images: InlineImages
+    tool_ids: ToolIds = field(default_factory=ToolIds)
+    legacy_calls: dict[str, str] = field(default_factory=dict)  # function name -> id of its latest function_call
+
+
+def _is_blank(text: object) -> bool:
+    return not isinstance(text, str) or not text.strip()
+
+
+def _text_parts(content: object, param: str, *, allowed: tuple[str, ...] = ("text",)) -> list[str]:
+    """Non-blank texts of a string or text-part content; A rejects empty and whitespace-only text blocks (§1.6)."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [] if _is_blank(content) else [content]
+    if not isinstance(content, list):
+        raise TranslationError("content must be a string or an array of parts.", param=param, code="invalid_type")
+    texts = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind not in allowed:
+            raise TranslationError(f"Unsupported content part type {kind!r}.", param=f"{param}[{j}].type")
+        text = part.get(kind)  # "text" or "refusal" carry their text under their own name
+        if not _is_blank(text):
+            texts.append(text)
+    return texts
+
+
+def _user_blocks(content: object, param: str, ctx: _MessageContext) -> list[dict]:
+    if not isinstance(content, list):
+        return [{"type": "text", "text": text} for text in _text_parts(content, param)]
+    blocks = []
+    for j, part in enumerate(content):
+        part_param = f"{param}[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            if not _is_blank(part.get("text")):
+                blocks.append({"type": "text", "text": part["text"]})
+        elif kind == "image_url":
+            blocks.append(
+                openai_image_to_anthropic(
+                    part, image_urls=ctx.target.image_urls, inline_images=ctx.inline_images, param=part_param
+                )
+            )
+        elif kind == "file":
+            blocks.append(openai_file_to_anthropic(part, param=part_param))
+        elif kind == "input_audio":
+            raise TranslationError(
+                "Audio input is not supported for this model.", param=part_param, code="unsupported_parameter"
+            )
+        else:
+            raise TranslationError(f"Unsupported content part type {kind!r}.", param=f"{part_param}.type")
+    return blocks
+
+
+def _assistant_blocks(message: dict, param: str, ctx: _MessageContext) -> list[dict]:
+    texts = _text_parts(message.get("content"), f"{param}.content", allowed=("text", "refusal"))
+    if not _is_blank(message.get("refusal")):
+        texts.append(message["refusal"])
+    # An empty or null content next to tool_calls yields no text block at all (anthropics/claude-code#62396).
+    blocks: list[dict] = [{"type": "text", "text": text} for text in texts]
+    for j, call in enumerate(message.get("tool_calls") or []):
+        function = (call.get("function") if isinstance(call, dict) else None) or {}
+        if _is_blank(function.get("name")):
+            raise TranslationError("A tool call needs function.name.", param=f"{param}.tool_calls[{j}].function.name")
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": ctx.tool_ids.get(call.get("id")),
+                "name": function["name"],
+                "input": tool_input_from_arguments(function.get("arguments")),
+            }
+        )
+    legacy = message.get("function_call")
+    if isinstance(legacy, dict) and not _is_blank(legacy.get("name")):
+        call_id = ctx.tool_ids.get(None)
+        ctx.legacy_calls[legacy["name"]] = call_id
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": call_id,
+                "name": legacy["name"],
+                "input": tool_input_from_arguments(legacy.get("arguments")),
+            }
+        )
+    if message.get("audio"):
+        raise TranslationError(
+            "Audio output in history is not supported for this model.",
+            param=f"{param}.audio",
+            code="unsupported_parameter",
+        )
+    # A de-facto `reasoning_content` is dropped: no signature can be produced for it (§2.2 step 3).
+    return blocks
+
+
+def _tool_result(tool_use_id: str, content: object, param: str, ctx: _MessageContext) -> dict:
+    result: dict = {"type": "tool_result", "tool_use_id": tool_use_id}
+    if isinstance(content, list):
+        blocks = _user_blocks(content, param, ctx)
+        if blocks:
+            result["content"] = blocks
+    elif not _is_blank(content):
+        result["content"] = content
+    # An empty result omits `content`: whether A accepts "" was not checked (§7).
+    return result
+
+
+def _merge(messages: list[dict]) -> list[dict]:
+    """Drop empty turns, merge same-role neighbours, put tool_result blocks first in user turns (§2.2 steps 5–6)."""
+    merged: list[dict] = []
+    for message in messages:
+        if not message["content"]:
+            continue  # no placeholder text: it leaks into answers (BerriAI/litellm#28987)
+        if merged and merged[-1]["role"] == message["role"]:
+            merged[-1]["content"] += message["content"]
+        else:
+            merged.append({"role": message["role"], "content": list(message["content"])})
+    for message in merged:
+        if message["role"] == "user":
+            # All results of one assistant turn in one user turn, before any text (vercel/ai#2067).
+            content = message["content"]
+            message["content"] = [b for b in content if b["type"] == "tool_result"] + [
+                b for b in content if b["type"] != "tool_result"
+            ]
+    return merged
+
+
+def _compact(message: dict) -> dict:
+    """A lone plain text block is sent as a string, the shorter equivalent form (§1.5)."""
+    content = message["content"]
+    if len(content) == 1 and content[0].keys() == {"type", "text"} and content[0]["type"] == "text":
+        return {"role": message["role"], "content": content[0]["text"]}
+    return message
+
+
+def _convert_messages(messages: object, ctx: _MessageContext) -> tuple[list[str], list[dict]]:
+    """(system texts, A messages) for O messages (§2.2)."""
+    if not isinstance(messages, list) or not messages:
+        raise TranslationError("messages must be a non-empty array.", param="messages")
+    system: list[str] = []
+    converted: list[dict] = []
+    for i, message in enumerate(messages):
+        param = f"messages[{i}]"
+        role = message.get("role") if isinstance(message, dict) else None
+        if role in ("system", "developer"):
+            system += _text_parts(message.get("content"), f"{param}.content")  # `name` dropped (§2.2 step 1)
+        elif role == "user":
+            converted.append({"role": "user", "content": _user_blocks(message.get("content"), f"{param}.content", ctx)})
+        elif role == "assistant":
+            converted.append({"role": "assistant", "content": _assistant_blocks(message, param, ctx)})
+        elif role == "tool":
+            if _is_blank(message.get("tool_call_id")):
+                raise TranslationError("A tool message needs tool_call_id.", param=f"{param}.tool_call_id")
+            tool_use_id = ctx.tool_ids.get(message["tool_call_id"])
+            result = _tool_result(tool_use_id, message.get("content"), f"{param}.content", ctx)
+            converted.append({"role": "user", "content": [result]})
+        elif role == "function":
+            call_id = ctx.legacy_calls.get(message.get("name"))
+            if call_id is None:
+                raise TranslationError(
+                    "A function message must follow an assistant function_call of the same name.", param=f"{param}.name"
+                )
+            result = _tool_result(call_id, message.get("content"), f"{param}.content", ctx)
+            converted.append({"role": "user", "content": [result]})
+        else:
+            raise TranslationError(f"Unsupported message role {role!r}.", param=f"{param}.role")
+    merged = _merge(converted)
+    if not merged:
+        raise TranslationError(
+            "messages must contain at least one non-empty user or assistant message.", param="messages"
+        )
+    if ctx.target.requires_user_first and merged[0]["role"] == "assistant":
+        merged.insert(0, {"role": "user", "content": [{"type": "text", "text": FIRST_USER_PLACEHOLDER}]})
+    return system, [_compact(message) for message in merged]
+
+
+def _positive_int(body: dict, name: str) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise TranslationError(f"{name} must be a positive integer.", param=name, code="invalid_value")
+    return value
+
+
+def _number(body: dict, name: str) -> float | None:
+    value = body.get(name)
+    if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+        raise TranslationError(f"{name} must be a number.", param=name, code="invalid_type")
+    return value
+
+
+def _reject_unsupported(body: dict) -> None:
+    """Fields with no A counterpart that change the answer's meaning: 400 before any upstream call (§2.8)."""
+    n = body.get("n")
+    if n is not None and n != 1:
+        raise TranslationError("Only n=1 is supported for this model.", param="n", code="unsupported_value")
+    if body.get("audio") or "audio" in (body.get("modalities") or []):
+        raise TranslationError(
+            "Audio output is not supported for this model.", param="modalities", code="unsupported_parameter"
+        )
+
+
+def _stop_sequences(stop: object) -> list[str]:
+    stops = [stop] if isinstance(stop, str) else stop or []
+    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+        raise TranslationError("stop must be a string or an array of strings.", param="stop", code="invalid_type")
+    return [s for s in stops if s.strip()]  # A cannot use whitespace-only stop sequences (§1.5)
+
+
+def _client_tools(body: dict) -> list[dict]:
+    tools = body.get("tools")
+    if tools is None and isinstance(body.get("functions"), list):
+        tools = [{"type": "function", "function": function} for function in body["functions"]]  # legacy
+    if tools is None:
+        return []
+    if not isinstance(tools, list):
+        raise TranslationError("tools must be an array.", param="tools", code="invalid_type")
+    return [openai_tool_to_anthropic(tool, f"tools[{i}]") for i, tool in enumerate(tools)]
+
+
+def _client_tool_choice(body: dict) -> object:
+    if "tool_choice" in body or "function_call" not in body:
+        return body.get("tool_choice")
+    legacy = body["function_call"]  # legacy: "none" | "auto" | {name}
+    return {"type": "function", "function": legacy} if isinstance(legacy, dict) else legacy
+
+
+def openai_request_to_anthropic(
+    body: dict, target: TargetModel, *, inline_images: InlineImages | None = None
+) -> Conversion:
+    """Convert an O chat completion request into an A Messages request for `target` (raises TranslationError)."""
+    _reject_unsupported(body)
+    system, messages = _convert_messages(body.get("messages"), _MessageContext(target, inline_images or {}))
+    out: dict = {"model": target.upstream_model}
+
+    max_tokens = _positive_int(body, "max_completion_tokens") or _positive_int(body, "max_tokens")
+    if max_tokens is None:
+        # O means "no cap": prefer the model's own max over a small fixed default (§2.1).
+        max_tokens = target.default_max_tokens or target.max_output_tokens or FALLBACK_MAX_TOKENS
+    if target.max_output_tokens:
+        max_tokens = min(max_tokens, target.max_output_tokens)
+
+    tools = _client_tools(body)
+    tool_choice = None
+    if tools:
+        tool_choice, tools = openai_tool_choice_to_anthropic(
+            _client_tool_choice(body), body.get("parallel_tool_calls"), tools
+        )
+
+    thinking, effort = effort_to_anthropic_thinking(body.get("reasoning_effort"), target)
+    if isinstance(body.get("thinking"), dict):
+        thinking = body["thinking"]  # non-standard extra body, as Anthropic's own compat layer accepts (§2.1)
+    if thinking is not None and tool_choice is not None and tool_choice["type"] in ("any", "tool"):
+        thinking = None  # forced tool use is incompatible with thinking: the client's choice wins (§2.6)
+    if thinking is not None:
+        thinking, max_tokens = fit_thinking_budget(thinking, max_tokens, target.max_output_tokens)
+    thinking_on = thinking is not None and thinking.get("type") != "disabled"
+
+    output_config: dict = {}
+    json_tool = None
+    response_format = body.get("response_format")
+    format_kind = response_format.get("type") if isinstance(response_format, dict) else response_format
+    if format_kind == "json_object":
+        system.append(JSON_OBJECT_INSTRUCTION)
+    elif format_kind == "json_schema":
+        spec = response_format.get("json_schema") or {}
+        schema = spec.get("schema") or {"type": "object"}
+        if target.structured_output:
+            output_config["format"] = {"type": "json_schema", "schema": schema}
+        else:
+            json_tool = JSON_TOOL_NAME
+            tool = {"name": JSON_TOOL_NAME, "input_schema": schema}
+            if spec.get("description"):
+                tool["description"] = spec["description"]
+            tools.append(tool)
+            # With thinking on a forced choice is refused by A, so the model is only offered the tool (§2.1).
+            if not thinking_on and (tool_choice is None or tool_choice["type"] == "auto"):
+                tool_choice = {"type": "tool", "name": JSON_TOOL_NAME}
+    elif format_kind not in (None, "text"):
+        raise TranslationError("Unsupported response_format type.", param="response_format.type", code="invalid_value")
+
+    out["max_tokens"] = max_tokens
+    if system:
+        out["system"] = "\n".join(system)  # the separator Anthropic's own compat layer uses (§2.2 step 1)
+    out["messages"] = messages
+    if not tools and any(
+        isinstance(m["content"], list) and any(b["type"] in ("tool_use", "tool_result") for b in m["content"])
+        for m in messages
+    ):
+        # A refuses tool blocks in history without tool definitions (§1.6, §2.2 step 8).
+        tools = history_tools(messages)
+        tool_choice = {"type": "none"} if tools else None
+    if tools:
+        out["tools"] = tools
+        if tool_choice is not None:
+            out["tool_choice"] = tool_choice
+    if thinking is not None:
+        out["thinking"] = thinking
+    if effort is not None:
+        output_config["effort"] = effort
+    if output_config:
+        out["output_config"] = output_config
+
+    temperature, top_p = _number(body, "temperature"), _number(body, "top_p")
+    if temperature is not None and not thinking_on:
+        out["temperature"] = min(max(temperature, 0.0), 1.0)  # A's range is [0, 1] (§2.1)
+    if top_p is not None:
+        out["top_p"] = min(max(top_p, 0.95), 1.0) if thinking_on else top_p
+    stops = _stop_sequences(body.get("stop"))
+    if stops:
+        out["stop_sequences"] = stops
+    user_id = body.get("user") or body.get("safety_identifier")
+    if isinstance(user_id, str) and not _LOOKS_LIKE_PII.match(user_id):
+        out["metadata"] = {"user_id": user_id}
+    if "stream" in body:
+        out["stream"] = bool(body["stream"])
+    # Everything else (seed, penalties, logit_bias, logprobs, store, metadata, …) is dropped (§2.8, G1).
+    return Conversion(
+        body=out, tool_names={}, json_tool=json_tool, input_estimate=estimate_anthropic_prompt_tokens(out)
+    )
+
+
+def anthropic_response_to_openai(resp: dict, conv: Conversion, *, model: str, created: int) -> dict:
+    """Convert an A Messages response into an O chat completion (§3.3); `model` is the client's model id (G2)."""
+    texts: list[str] = []
+    reasoning: list[str] = []
+    tool_calls: list[dict] = []
+    json_text = None
+    for block in resp.get("content") or []:
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(block.get("text") or "")
+        elif kind == "thinking":
+            reasoning.append(block.get("thinking") or "")
+        elif kind == "tool_use" and conv.json_tool is not None and block.get("name") == conv.json_tool:
+            json_text = compact_json(block.get("input") or {})  # the forced json tool's input is the answer (§2.1)
+        elif kind == "tool_use":
+            tool_calls.append(
+                {
+                    "id": block.get("id"),
+                    "type": "function",
+                    "function": {
+                        "name": conv.client_tool_name(block.get("name") or ""),
+                        "arguments": compact_json(block.get("input") or {}),
+                    },
+                }
+            )
+        # redacted_thinking, server blocks, signatures and citations have no O form (§3.3).
+    content = json_text if json_text is not None else "".join(texts)
+    message: dict = {"role": "assistant", "content": content or (None if tool_calls else ""), "refusal": None}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    if reasoning:
+        # Never `<think>` inside content (router-for-me/CLIProxyAPI#5104).
+        message["reasoning_content"] = "".join(reasoning)
+    finish_reason = anthropic_stop_reason_to_openai(resp.get("stop_reason"))
+    if json_text is not None and finish_reason == "tool_calls" and not tool_calls:
+        finish_reason = "stop"
+    return {
+        "id": resp.get("id"),
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}],
+        "usage": usage_to_openai(anthropic_response_usage(resp, conv.input_estimate)),
+        "system_fingerprint": None,
+    }

@@ -1,0 +1,42 @@
+"""Client for Anthropic-protocol upstreams. `base_url` as the Anthropic SDK takes it
+(https://api.anthropic.com); the client appends /v1/messages."""
+
+from catalog.snapshot import ProviderSpec
+from proxy.upstreams import http
+
+ANTHROPIC_VERSION = "2023-06-01"  # always sent upstream, whatever the client sent (PROTOCOLS §0.1)
+
+
+class AnthropicUpstream:
+    protocol = "anthropic"
+
+    def __init__(self, provider: ProviderSpec) -> None:
+        self.provider = provider
+
+    def _headers(self, beta: str | None) -> dict[str, str]:
+        headers = dict(self.provider.extra_headers)
+        headers["anthropic-version"] = ANTHROPIC_VERSION
+        if self.provider.api_key:
+            headers["x-api-key"] = self.provider.api_key
+        if beta:
+            headers["anthropic-beta"] = beta
+        return headers
+
+    async def _post(self, path: str, body: dict, beta: str | None) -> http.UpstreamReply:
+        return await http.post(
+            self.provider.id,
+            f"{self.provider.base_url}{path}",
+            headers=self._headers(beta),
+            json=body,
+            connect_timeout=self.provider.connect_timeout_s,
+            read_timeout=self.provider.read_timeout_s,
+        )
+
+    async def messages(self, body: dict, *, beta: str | None = None) -> http.UpstreamReply:
+        return await self._post("/v1/messages", body, beta)
+
+    async def count_tokens(self, body: dict, *, beta: str | None = None) -> http.UpstreamReply:
+        return await self._post("/v1/messages/count_tokens", body, beta)
+
+    async def models(self) -> http.UpstreamReply:
+        return await http.get(self.provider.id, f"{self.provider.base_url}/v1/models", headers=self._headers(None))

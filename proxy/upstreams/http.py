@@ -1,0 +1,149 @@
+"""Pooled async HTTP to upstream providers (aiohttp: one session per provider per event loop).
+
+aiohttp rather than httpx: httpx's pool is slow under concurrency (ECOSYSTEM.md gotcha 3).
+Timeouts: connect, and a read timeout that is the longest silence tolerated between two reads
+(the stream-idle timeout) — never a total timeout, which would kill long streams.
+Redirects are never followed: an upstream cannot send the provider's key elsewhere.
+"""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import orjson
+from django.conf import settings
+
+from proxy.sse import iter_events
+from proxy.translate.errors import ErrorKind, GatewayError
+
+_sessions: dict[tuple[int, int], aiohttp.ClientSession] = {}
+
+
+def _session(provider_id: int) -> aiohttp.ClientSession:
+    loop = asyncio.get_running_loop()
+    key = (id(loop), provider_id)
+    session = _sessions.get(key)
+    if session is None or session.closed:
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+        session = aiohttp.ClientSession(
+            connector=connector,
+            json_serialize=lambda obj: orjson.dumps(obj).decode(),
+            auto_decompress=True,
+            skip_auto_headers=("User-Agent",),
+        )
+        _sessions[key] = session
+    return session
+
+
+async def close_sessions() -> None:
+    """Close this loop's sessions (tests and shutdown)."""
+    loop_id = id(asyncio.get_running_loop())
+    for key in [k for k in _sessions if k[0] == loop_id]:
+        await _sessions.pop(key).close()
+
+
+def connection_error(exc: BaseException) -> GatewayError:
+    """A transport failure as the client sees it (PROTOCOLS §5.2: 502 unreachable, 504 timeout)."""
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return GatewayError(ErrorKind.TIMEOUT, "The upstream provider timed out.")
+    return GatewayError(ErrorKind.UPSTREAM_ERROR, "The upstream provider could not be reached.")
+
+
+class UpstreamReply:
+    """An upstream response whose headers have arrived; the body is read lazily."""
+
+    def __init__(self, response: aiohttp.ClientResponse, *, started: float) -> None:
+        self._response = response
+        self.status = response.status
+        self.headers = response.headers
+        self.started = started
+        self.headers_at = time.perf_counter()
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def content_type(self) -> str:
+        return self._response.content_type
+
+    async def read(self, limit: int | None = None) -> bytes:
+        """The whole body, refusing more than `limit` bytes."""
+        limit = limit or settings.RUAPI_MAX_UPSTREAM_RESPONSE_BYTES
+        chunks, size = [], 0
+        try:
+            async for chunk in self._response.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    raise GatewayError(ErrorKind.UPSTREAM_ERROR, "The upstream response was larger than allowed.")
+                chunks.append(chunk)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise connection_error(exc) from exc
+        finally:
+            self.close()
+        return b"".join(chunks)
+
+    async def json(self) -> dict | None:
+        """The body parsed as a JSON object, or None when it is not one."""
+        body = await self.read()
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        """Body chunks as they arrive; transport failures become GatewayError."""
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise connection_error(exc) from exc
+
+    def events(self) -> AsyncIterator[tuple[str | None, bytes]]:
+        return iter_events(self.iter_bytes())
+
+    def close(self) -> None:
+        """Drop the connection if the body was not fully read (aborts the upstream generation)."""
+        self._response.close()
+
+
+async def post(
+    provider_id: int,
+    url: str,
+    *,
+    headers: dict[str, str],
+    json: dict | None = None,
+    data: aiohttp.FormData | bytes | None = None,
+    connect_timeout: float | None = None,
+    read_timeout: float | None = None,
+) -> UpstreamReply:
+    """POST and wait for the response headers. Transport failures raise GatewayError."""
+    timeout = aiohttp.ClientTimeout(
+        total=None,
+        sock_connect=connect_timeout or settings.RUAPI_UPSTREAM_CONNECT_TIMEOUT,
+        sock_read=read_timeout or settings.RUAPI_UPSTREAM_READ_TIMEOUT,
+    )
+    started = time.perf_counter()
+    body = orjson.dumps(json) if json is not None else data
+    if json is not None:
+        headers = {**headers, "Content-Type": "application/json"}
+    try:
+        response = await _session(provider_id).post(
+            url, data=body, headers=headers, timeout=timeout, allow_redirects=False
+        )
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise connection_error(exc) from exc
+    return UpstreamReply(response, started=started)
+
+
+async def get(provider_id: int, url: str, *, headers: dict[str, str], timeout: float = 10.0) -> UpstreamReply:
+    started = time.perf_counter()
+    try:
+        response = await _session(provider_id).get(
+            url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False
+        )
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise connection_error(exc) from exc
+    return UpstreamReply(response, started=started)

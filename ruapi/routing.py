@@ -1,0 +1,3 @@
+"""WebSocket routes (Channels). The live usage feed and the playground attach here."""
+
+websocket_urlpatterns: list = []
