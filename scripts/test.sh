@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Run the whole test suite on Postgres + Redis, then the embedded-default part again on SQLite
+# without Redis. Needs Postgres on 127.0.0.1:5432 and Redis on 127.0.0.1:6379 (.ci/run starts them);
+# it fails, never skips, when they are missing. Extra arguments go to both pytest runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ruapi}"
+export TEST_REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
+
+python3 - <<'PY'
+import os, sys
+import psycopg, redis
+try:
+    psycopg.connect(os.environ["TEST_DATABASE_URL"].rsplit("/", 1)[0] + "/postgres", connect_timeout=5).close()
+    redis.Redis.from_url(os.environ["TEST_REDIS_URL"], socket_connect_timeout=5).ping()
+except Exception as exc:
+    sys.exit(f"scripts/test.sh: Postgres or Redis is not reachable ({exc}); start them (see .ci/run)")
+PY
+
+echo "== pytest on Postgres + Redis"
+DATABASE_URL="$TEST_DATABASE_URL" REDIS_URL="$TEST_REDIS_URL" python3 -m pytest "$@"
+
+echo "== pytest -m embedded on the embedded default (SQLite, no Redis)"
+DATABASE_URL="" REDIS_URL="" python3 -m pytest -m embedded "$@"
