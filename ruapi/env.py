@@ -58,7 +58,14 @@ def database_from_url(url: str, *, pool_size: int = 10) -> dict:
     if parsed.scheme == "sqlite":
         # sqlite:///relative.db and sqlite:////abs/path.db, as SQLAlchemy and dj-database-url read them.
         path = url[len("sqlite:///") :] or ":memory:"
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": path, "OPTIONS": {"timeout": 20}}
+        # IMMEDIATE transactions take the write lock up front, so concurrent writers wait (timeout)
+        # instead of failing with "database is locked" when a read lock cannot be upgraded.
+        options = {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": path, "OPTIONS": options}
     if parsed.scheme in {"postgres", "postgresql", "pgsql"}:
         options: dict = dict(parse_qsl(parsed.query))
         # A psycopg pool instead of CONN_MAX_AGE: persistent connections leak under ASGI

@@ -8,3 +8,12 @@ EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 # explicitly where they rely on caching.
 RUAPI_KEY_CACHE_TTL = 0.0
 RUAPI_CATALOG_CACHE_TTL = 0.0
+
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
+    import os
+    import tempfile
+
+    # One file per test process: concurrent runs must not share (and recreate) one database file.
+    DATABASES["default"]["TEST"] = {  # noqa: F405
+        "NAME": os.path.join(tempfile.gettempdir(), f"ruapi-test-{os.getpid()}.sqlite3")
+    }

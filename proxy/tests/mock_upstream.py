@@ -109,14 +109,14 @@ class Script:
     """A canned answer for one request. Body: ``sse``, else ``raw``, else ``json``, else empty."""
 
     status: int = 200
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)  # added to / overriding the body's default headers
     json: dict[str, Any] | None = None
-    raw: bytes | None = None
-    sse: list[SSEEvent | Delay] | None = None
-    chunk_delay: float = 0.0
-    first_byte_delay: float = 0.0
-    drop_after: int | None = None
-    stall_after: int | None = None
+    raw: bytes | None = None  # sent as application/json unless headers say otherwise, in 1 KiB chunks
+    sse: list[SSEEvent | Delay] | None = None  # text/event-stream
+    chunk_delay: float = 0.0  # between SSE events (or raw chunks)
+    first_byte_delay: float = 0.0  # before the status line
+    drop_after: int | None = None  # SSE: abort the socket after this many events
+    stall_after: int | None = None  # SSE: after this many events go silent for stall_seconds, then carry on
     stall_seconds: float = 30.0
 
     @classmethod
@@ -489,7 +489,7 @@ class MockUpstream:
             if script.first_byte_delay:
                 await asyncio.sleep(script.first_byte_delay)
             if script.sse is not None:
-                await self._write_sse(request, response, record, script)
+                await _write_sse(request, response, record, script)
             elif script.raw is not None:
                 await _write_raw(request, response, record, script)
             else:
@@ -502,36 +502,37 @@ class MockUpstream:
                 raise
         return response
 
-    async def _write_sse(
-        self, request: web.Request, response: web.StreamResponse, record: RecordedRequest, script: Script
-    ) -> None:
-        response.headers.update({"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-        response.headers.update(script.headers)
-        await response.prepare(request)
-        sent = 0
-        assert script.sse is not None
-        # The trailing None marks the end of the stream, so a drop or a stall can also follow the last event.
-        for item in [*script.sse, None]:
-            if isinstance(item, Delay):
-                await asyncio.sleep(item.seconds)
-                continue
-            if sent == script.drop_after:
-                # Abort the socket: no terminating chunk, like an upstream that crashes mid-stream.
-                if request.transport is not None:
-                    request.transport.abort()
-                return
-            if sent == script.stall_after:
-                await asyncio.sleep(script.stall_seconds)
-            if item is None:
-                break
-            if sent and script.chunk_delay:
-                await asyncio.sleep(script.chunk_delay)
-            event, data = item
-            await response.write(_encode_sse(event, data))
-            sent += 1
-            record.response_usage = _merge_usage(record.response_usage, data)
-        record.completed = True  # set before the last write, so a client that has read to EOF already sees it
-        await response.write_eof()
+
+async def _write_sse(
+    request: web.Request, response: web.StreamResponse, record: RecordedRequest, script: Script
+) -> None:
+    assert script.sse is not None
+    response.headers.update({"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    response.headers.update(script.headers)
+    await response.prepare(request)
+    sent = 0
+    # The trailing None marks the end of the stream, so a drop or a stall can also follow the last event.
+    for item in [*script.sse, None]:
+        if isinstance(item, Delay):
+            await asyncio.sleep(item.seconds)
+            continue
+        if sent == script.drop_after:
+            # Abort the socket: no terminating chunk, like an upstream that crashes mid-stream.
+            if request.transport is not None:
+                request.transport.abort()
+            return
+        if sent == script.stall_after:
+            await asyncio.sleep(script.stall_seconds)
+        if item is None:
+            break
+        if sent and script.chunk_delay:
+            await asyncio.sleep(script.chunk_delay)
+        event, data = item
+        await response.write(_encode_sse(event, data))
+        sent += 1
+        record.response_usage = _merge_usage(record.response_usage, data)
+    record.completed = True  # set before the last write, so a client that has read to EOF already sees it
+    await response.write_eof()
 
 
 async def _write_json(
@@ -843,7 +844,7 @@ def _anthropic_prompt_tokens(body: dict[str, Any]) -> int:
 
 def _anthropic_has_cache_control(body: dict[str, Any]) -> bool:
     system = body.get("system")
-    blocks = [*(_anthropic_blocks(system) if system else []), *body.get("tools", [])]
+    blocks = [*(_anthropic_blocks(system) if system else []), *(body.get("tools") or [])]
     for message in body["messages"]:
         blocks += _anthropic_blocks(message["content"])
     return "cache_control" in body or any("cache_control" in block for block in blocks)

@@ -47,13 +47,15 @@ def upstream(server: MockUpstream) -> MockUpstream:
 
 
 @pytest.fixture
-def openai_client(upstream: MockUpstream) -> openai.OpenAI:
-    return openai.OpenAI(api_key=API_KEY, base_url=upstream.openai_base_url, max_retries=0)
+def openai_client(upstream: MockUpstream) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(api_key=API_KEY, base_url=upstream.openai_base_url, max_retries=0) as client:
+        yield client
 
 
 @pytest.fixture
-def anthropic_client(upstream: MockUpstream) -> anthropic.Anthropic:
-    return anthropic.Anthropic(api_key=API_KEY, base_url=upstream.anthropic_base_url, max_retries=0)
+def anthropic_client(upstream: MockUpstream) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(api_key=API_KEY, base_url=upstream.anthropic_base_url, max_retries=0) as client:
+        yield client
 
 
 def sse_events(text: str) -> list[tuple[str | None, str]]:
@@ -942,7 +944,7 @@ def test_reset_forgets_requests_scripts_and_counters(upstream: MockUpstream, ope
 @pytest.mark.asyncio
 async def test_usable_from_async_code() -> None:
     with MockUpstream(api_key=API_KEY).start() as server:
-        client = openai.AsyncOpenAI(api_key=API_KEY, base_url=server.openai_base_url, max_retries=0)
-        completion = await client.chat.completions.create(model="gpt-test", messages=[user("async hi")])
+        async with openai.AsyncOpenAI(api_key=API_KEY, base_url=server.openai_base_url, max_retries=0) as client:
+            completion = await client.chat.completions.create(model="gpt-test", messages=[user("async hi")])
 
     assert completion.choices[0].message.content == "Echo: async hi"

@@ -122,9 +122,7 @@ _SECRETS = re.compile(
     r"|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"
     r"|\b[\w-]+(?:\.[\w-]+)*\.(?:com|net|org|io|ai|cn|cloud|dev|internal|local)(?::\d+)?\b"
 )
-_CREDENTIALS_MESSAGE = (
-    "The upstream provider rejected the gateway's credentials; this is not a problem with your request."
-)
+_CREDENTIALS_MESSAGE = "The upstream provider rejected the gateway's credentials; your request is not at fault."
 _QUOTA_MESSAGE = "The upstream provider's quota is exhausted; try again later or use another model."
 
 

@@ -29,7 +29,10 @@ def tool_use(tool_id: str, name: str, tool_input: dict) -> dict:
 
 
 A_TOOL = {"name": "weather", "description": "Weather", "input_schema": {"type": "object"}}
-O_TOOL = {"type": "function", "function": {"name": "weather", "description": "Weather", "parameters": {"type": "object"}}}
+O_TOOL = {
+    "type": "function",
+    "function": {"name": "weather", "description": "Weather", "parameters": {"type": "object"}},
+}
 
 
 @pytest.mark.parametrize(
@@ -73,7 +76,10 @@ O_TOOL = {"type": "function", "function": {"name": "weather", "description": "We
                             "tool_use_id": "t1",
                             "content": [
                                 text("screenshot taken"),
-                                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"}},
+                                {
+                                    "type": "image",
+                                    "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"},
+                                },
                             ],
                         }
                     ]
@@ -81,7 +87,10 @@ O_TOOL = {"type": "function", "function": {"name": "weather", "description": "We
             ],
             [
                 {"role": "tool", "tool_call_id": "t1", "content": "screenshot taken"},
-                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}}]},
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}}],
+                },
             ],
         ),
         (
@@ -116,7 +125,10 @@ O_TOOL = {"type": "function", "function": {"name": "weather", "description": "We
             [
                 user(
                     [
-                        {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"}},
+                        {
+                            "type": "document",
+                            "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"},
+                        },
                         {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "plain"}},
                         {"type": "search_result", "title": "T", "source": "https://s.test", "content": [text("found")]},
                     ]
@@ -126,7 +138,10 @@ O_TOOL = {"type": "function", "function": {"name": "weather", "description": "We
                 {
                     "role": "user",
                     "content": [
-                        {"type": "file", "file": {"filename": "document.pdf", "file_data": "data:application/pdf;base64,JVBE"}},
+                        {
+                            "type": "file",
+                            "file": {"filename": "document.pdf", "file_data": "data:application/pdf;base64,JVBE"},
+                        },
                         {"type": "text", "text": "plain"},
                         {"type": "text", "text": "T\nhttps://s.test\nfound"},
                     ],
@@ -200,7 +215,12 @@ def test_messages(_case, messages, expected_messages):
             GPT,
             {"messages": [{"role": "system", "content": "You are terse.\n\nAnswer in French."}, user("hi")]},
         ),
-        ("system string", {"system": "Be nice."}, GPT, {"messages": [{"role": "system", "content": "Be nice."}, user("hi")]}),
+        (
+            "system string",
+            {"system": "Be nice."},
+            GPT,
+            {"messages": [{"role": "system", "content": "Be nice."}, user("hi")]},
+        ),
         (
             "max_completion_tokens for providers that need it; clamped to the model max",
             {"max_tokens": 9000},
@@ -247,10 +267,30 @@ def test_messages(_case, messages, expected_messages):
             TargetModel(upstream_model="gpt-up", thinking="budget", reasons_by_default=True),
             {"reasoning_effort": "none"},
         ),
-        ("edge 32: budget 31999 → high", {"thinking": {"type": "enabled", "budget_tokens": 31999}}, GPT, {"reasoning_effort": "high"}),
-        ("budget 1024 → low", {"thinking": {"type": "enabled", "budget_tokens": 1024}}, GPT, {"reasoning_effort": "low"}),
-        ("budget 2048 → medium", {"thinking": {"type": "enabled", "budget_tokens": 2048}}, GPT, {"reasoning_effort": "medium"}),
-        ("budget 4096 → high", {"thinking": {"type": "enabled", "budget_tokens": 4096}}, GPT, {"reasoning_effort": "high"}),
+        (
+            "edge 32: budget 31999 → high",
+            {"thinking": {"type": "enabled", "budget_tokens": 31999}},
+            GPT,
+            {"reasoning_effort": "high"},
+        ),
+        (
+            "budget 1024 → low",
+            {"thinking": {"type": "enabled", "budget_tokens": 1024}},
+            GPT,
+            {"reasoning_effort": "low"},
+        ),
+        (
+            "budget 2048 → medium",
+            {"thinking": {"type": "enabled", "budget_tokens": 2048}},
+            GPT,
+            {"reasoning_effort": "medium"},
+        ),
+        (
+            "budget 4096 → high",
+            {"thinking": {"type": "enabled", "budget_tokens": 4096}},
+            GPT,
+            {"reasoning_effort": "high"},
+        ),
         (
             "adaptive + effort → the effort word",
             {"thinking": {"type": "adaptive"}, "output_config": {"effort": "max"}},
@@ -278,7 +318,9 @@ def test_messages(_case, messages, expected_messages):
                         "type": "json_schema",
                         "schema": {
                             "type": "object",
-                            "properties": {"a": {"type": "object", "properties": {}, "required": [], "additionalProperties": False}},
+                            "properties": {
+                                "a": {"type": "object", "properties": {}, "required": [], "additionalProperties": False}
+                            },
                             "required": ["a"],
                             "additionalProperties": False,
                         },
@@ -293,7 +335,9 @@ def test_messages(_case, messages, expected_messages):
                         "name": "structured_output",
                         "schema": {
                             "type": "object",
-                            "properties": {"a": {"type": "object", "properties": {}, "required": [], "additionalProperties": False}},
+                            "properties": {
+                                "a": {"type": "object", "properties": {}, "required": [], "additionalProperties": False}
+                            },
                             "required": ["a"],
                             "additionalProperties": False,
                         },
@@ -356,7 +400,11 @@ def test_top_level_fields(_case, fields, target, expected):
             {"tools": [A_TOOL], "tool_choice": {"type": "auto", "disable_parallel_tool_use": True}},
             {"tools": [O_TOOL], "tool_choice": "auto", "parallel_tool_calls": False},
         ),
-        ("any → required", {"tools": [A_TOOL], "tool_choice": {"type": "any"}}, {"tools": [O_TOOL], "tool_choice": "required"}),
+        (
+            "any → required",
+            {"tools": [A_TOOL], "tool_choice": {"type": "any"}},
+            {"tools": [O_TOOL], "tool_choice": "required"},
+        ),
         ("none", {"tools": [A_TOOL], "tool_choice": {"type": "none"}}, {"tools": [O_TOOL], "tool_choice": "none"}),
         (
             "tool → function",
@@ -383,7 +431,12 @@ def test_top_level_fields(_case, fields, target, expected):
                 "tools": [
                     {
                         "type": "function",
-                        "function": {"name": "weather", "description": "Weather", "parameters": {"type": "object"}, "strict": True},
+                        "function": {
+                            "name": "weather",
+                            "description": "Weather",
+                            "parameters": {"type": "object"},
+                            "strict": True,
+                        },
                     }
                 ]
             },
@@ -417,7 +470,9 @@ def test_edge_37_long_tool_name_aliased_everywhere_and_mapped_back():
     conv = convert(body)
 
     assert len(SHORT_NAME) == 64
-    assert conv.body["tools"] == [{"type": "function", "function": {"name": SHORT_NAME, "parameters": {"type": "object"}}}]
+    assert conv.body["tools"] == [
+        {"type": "function", "function": {"name": SHORT_NAME, "parameters": {"type": "object"}}}
+    ]
     assert conv.body["tool_choice"] == {"type": "function", "function": {"name": SHORT_NAME}}
     assert conv.body["messages"][1]["tool_calls"][0]["function"]["name"] == SHORT_NAME
     assert conv.tool_names == {SHORT_NAME: LONG_NAME}
@@ -438,11 +493,32 @@ def test_url_image_inlined_for_providers_without_url_support():
         ("max_tokens missing", {"max_tokens": None}, GPT, "max_tokens"),
         ("max_tokens 0 (cache pre-warm)", {"max_tokens": 0}, GPT, "max_tokens"),
         ("mcp_servers", {"mcp_servers": [{"type": "url", "url": "https://m.test", "name": "m"}]}, GPT, "mcp_servers"),
-        ("server tool other than web search", {"tools": [{"type": "code_execution_20250522", "name": "code"}]}, GPT, "tools[0].type"),
-        ("web search on a provider without it", {"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, GPT, "tools[0].type"),
+        (
+            "server tool other than web search",
+            {"tools": [{"type": "code_execution_20250522", "name": "code"}]},
+            GPT,
+            "tools[0].type",
+        ),
+        (
+            "web search on a provider without it",
+            {"tools": [{"type": "web_search_20250305", "name": "web_search"}]},
+            GPT,
+            "tools[0].type",
+        ),
         (
             "PDF on a provider without file support",
-            {"messages": [user([{"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "J"}}])]},
+            {
+                "messages": [
+                    user(
+                        [
+                            {
+                                "type": "document",
+                                "source": {"type": "base64", "media_type": "application/pdf", "data": "J"},
+                            }
+                        ]
+                    )
+                ]
+            },
             TargetModel(upstream_model="gpt-up", documents=False),
             "messages[0].content[0].source",
         ),
@@ -466,4 +542,7 @@ def test_n_is_never_sent_and_input_is_estimated():
     conv = convert({"messages": [user("hello there")]})
 
     # "hello there" = 11 bytes → 3 tokens, + 4 per message
-    assert (conv.body, conv.input_estimate) == ({"model": "gpt-up", "messages": [user("hello there")], "max_tokens": 100}, 7)
+    assert (conv.body, conv.input_estimate) == (
+        {"model": "gpt-up", "messages": [user("hello there")], "max_tokens": 100},
+        7,
+    )

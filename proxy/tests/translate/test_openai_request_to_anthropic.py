@@ -209,7 +209,10 @@ A_WEATHER_TOOL = {"name": "weather", "input_schema": {"type": "object"}}
             None,
             [
                 user("go"),
-                {"role": "assistant", "content": [{"type": "tool_use", "id": "call_1", "name": "f", "input": {"x": 1}}]},
+                {
+                    "role": "assistant",
+                    "content": [{"type": "tool_use", "id": "call_1", "name": "f", "input": {"x": 1}}],
+                },
                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": "done"}]},
             ],
         ),
@@ -306,21 +309,39 @@ def test_user_media(_case, part, target, inline_images, expected_block):
         ("edge 30: n=2", {"n": 2}, CLAUDE, "n", "unsupported_value"),
         (
             "edge 24: svg image",
-            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/svg+xml;base64,PHN2"}}]}]},
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": "data:image/svg+xml;base64,PHN2"}}],
+                    }
+                ]
+            },
             CLAUDE,
             "messages[0].content[0].image_url.url",
             "unsupported_value",
         ),
         (
             "edge 24: URL image for a provider without URL support and no downloaded copy",
-            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x.test/a.png"}}]}]},
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x.test/a.png"}}]}
+                ]
+            },
             TargetModel(upstream_model="claude-up", image_urls=False),
             "messages[0].content[0]",
             "unsupported_value",
         ),
         (
             "input_audio part",
-            {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "x", "format": "wav"}}]}]},
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "input_audio", "input_audio": {"data": "x", "format": "wav"}}],
+                    }
+                ]
+            },
             CLAUDE,
             "messages[0].content[0]",
             "unsupported_parameter",
@@ -426,7 +447,12 @@ def test_rejected_before_upstream(_case, body, target, expected_param, expected_
             CLAUDE,
             {"max_tokens": 3000, "thinking": {"type": "enabled", "budget_tokens": 2000}},
         ),
-        ("edge 30: temperature 1.7 → 1.0", {"temperature": 1.7, "max_tokens": 10}, CLAUDE, {"max_tokens": 10, "temperature": 1.0}),
+        (
+            "edge 30: temperature 1.7 → 1.0",
+            {"temperature": 1.7, "max_tokens": 10},
+            CLAUDE,
+            {"max_tokens": 10, "temperature": 1.0},
+        ),
         ("top_p passed", {"top_p": 0.3, "max_tokens": 10}, CLAUDE, {"max_tokens": 10, "top_p": 0.3}),
         ("edge 30: stop ' ' → no stop_sequences", {"stop": " ", "max_tokens": 10}, CLAUDE, {"max_tokens": 10}),
         (
@@ -436,7 +462,12 @@ def test_rejected_before_upstream(_case, body, target, expected_param, expected_
             {"max_tokens": 10, "stop_sequences": ["END", "##"]},
         ),
         ("stop string", {"stop": "END", "max_tokens": 10}, CLAUDE, {"max_tokens": 10, "stop_sequences": ["END"]}),
-        ("user → metadata.user_id", {"user": "u-42", "max_tokens": 10}, CLAUDE, {"max_tokens": 10, "metadata": {"user_id": "u-42"}}),
+        (
+            "user → metadata.user_id",
+            {"user": "u-42", "max_tokens": 10},
+            CLAUDE,
+            {"max_tokens": 10, "metadata": {"user_id": "u-42"}},
+        ),
         (
             "safety_identifier used when user is absent",
             {"safety_identifier": "hash-1", "max_tokens": 10},
@@ -445,7 +476,12 @@ def test_rejected_before_upstream(_case, body, target, expected_param, expected_
         ),
         ("e-mail-looking user skipped", {"user": "ann@example.com", "max_tokens": 10}, CLAUDE, {"max_tokens": 10}),
         ("phone-looking user skipped", {"user": "+1 (555) 123-4567", "max_tokens": 10}, CLAUDE, {"max_tokens": 10}),
-        ("stream kept", {"stream": True, "stream_options": {"include_usage": True}, "max_tokens": 10}, CLAUDE, {"max_tokens": 10, "stream": True}),
+        (
+            "stream kept",
+            {"stream": True, "stream_options": {"include_usage": True}, "max_tokens": 10},
+            CLAUDE,
+            {"max_tokens": 10, "stream": True},
+        ),
         (
             "§2.8 parameters without a counterpart dropped",
             {
@@ -477,14 +513,20 @@ def test_rejected_before_upstream(_case, body, target, expected_param, expected_
         ),
         (
             "json_schema on a structured-output model → output_config.format",
-            {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}, "max_tokens": 10},
+            {
+                "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
+                "max_tokens": 10,
+            },
             TargetModel(upstream_model="claude-up", structured_output=True),
             {"max_tokens": 10, "output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}}},
         ),
         (
             "json_schema fallback: forced json tool",
             {
-                "response_format": {"type": "json_schema", "json_schema": {"name": "x", "description": "d", "schema": {"type": "object"}}},
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "description": "d", "schema": {"type": "object"}},
+                },
                 "max_tokens": 10,
             },
             CLAUDE,
@@ -496,7 +538,11 @@ def test_rejected_before_upstream(_case, body, target, expected_param, expected_
         ),
         (
             "json_schema fallback with thinking on: tool offered, choice not forced",
-            {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}, "reasoning_effort": "low", "max_tokens": 5000},
+            {
+                "response_format": {"type": "json_schema", "json_schema": {"name": "x"}},
+                "reasoning_effort": "low",
+                "max_tokens": 5000,
+            },
             CLAUDE,
             {
                 "max_tokens": 5000,
@@ -534,7 +580,11 @@ def test_top_level_fields(_case, fields, target, expected):
             {"tool_choice": "required", "parallel_tool_calls": False},
             {"tool_choice": {"type": "any", "disable_parallel_tool_use": True}},
         ),
-        ("parallel_tool_calls false not with none", {"tool_choice": "none", "parallel_tool_calls": False}, {"tool_choice": {"type": "none"}}),
+        (
+            "parallel_tool_calls false not with none",
+            {"tool_choice": "none", "parallel_tool_calls": False},
+            {"tool_choice": {"type": "none"}},
+        ),
         ("parallel_tool_calls true changes nothing", {"parallel_tool_calls": True}, {}),
         (
             "forced tool with thinking: the forced choice wins, thinking dropped",
@@ -546,7 +596,13 @@ def test_top_level_fields(_case, fields, target, expected):
 def test_tool_choice(_case, fields, expected):
     out = convert({"messages": [user("hi")], "max_tokens": 100, "tools": [WEATHER_TOOL], **fields})
 
-    assert out == {"model": "claude-up", "max_tokens": 100, "messages": [user("hi")], "tools": [A_WEATHER_TOOL], **expected}
+    assert out == {
+        "model": "claude-up",
+        "max_tokens": 100,
+        "messages": [user("hi")],
+        "tools": [A_WEATHER_TOOL],
+        **expected,
+    }
 
 
 def test_tools_definitions_and_allowed_tools():
@@ -554,17 +610,39 @@ def test_tools_definitions_and_allowed_tools():
         "messages": [user("hi")],
         "max_tokens": 100,
         "tools": [
-            {"type": "function", "function": {"name": "a", "description": "A tool", "parameters": {"type": "object", "properties": {"x": {"type": "string"}}}, "strict": True}},
+            {
+                "type": "function",
+                "function": {
+                    "name": "a",
+                    "description": "A tool",
+                    "parameters": {"type": "object", "properties": {"x": {"type": "string"}}},
+                    "strict": True,
+                },
+            },
             {"type": "function", "function": {"name": "b"}},
             {"type": "function", "function": {"name": "c"}},
         ],
-        "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "required", "tools": [{"type": "function", "function": {"name": "a"}}, {"type": "function", "function": {"name": "b"}}]}},
+        "tool_choice": {
+            "type": "allowed_tools",
+            "allowed_tools": {
+                "mode": "required",
+                "tools": [
+                    {"type": "function", "function": {"name": "a"}},
+                    {"type": "function", "function": {"name": "b"}},
+                ],
+            },
+        },
     }
 
     out = convert(body)
 
     assert out["tools"] == [
-        {"name": "a", "description": "A tool", "input_schema": {"type": "object", "properties": {"x": {"type": "string"}}}, "strict": True},
+        {
+            "name": "a",
+            "description": "A tool",
+            "input_schema": {"type": "object", "properties": {"x": {"type": "string"}}},
+            "strict": True,
+        },
         {"name": "b", "input_schema": {"type": "object", "properties": {}}},
     ]
     assert out["tool_choice"] == {"type": "any"}
@@ -580,20 +658,30 @@ def test_legacy_functions_become_tools():
 
     out = convert(body)
 
-    assert (out["tools"], out["tool_choice"]) == ([{"name": "f", "input_schema": {"type": "object"}}], {"type": "tool", "name": "f"})
+    assert (out["tools"], out["tool_choice"]) == (
+        [{"name": "f", "input_schema": {"type": "object"}}],
+        {"type": "tool", "name": "f"},
+    )
 
 
 def test_requires_user_first_prepends_a_minimal_user_turn():
     target = TargetModel(upstream_model="claude-up", requires_user_first=True)
 
-    out = convert({"messages": [{"role": "system", "content": "S"}, {"role": "assistant", "content": "Hello"}], "max_tokens": 10}, target)
+    out = convert(
+        {"messages": [{"role": "system", "content": "S"}, {"role": "assistant", "content": "Hello"}], "max_tokens": 10},
+        target,
+    )
 
     assert out["messages"] == [user("."), {"role": "assistant", "content": "Hello"}]
 
 
 def test_conversion_state():
     conv = openai_request_to_anthropic(
-        {"model": "claude", "messages": [user("hello there")], "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
+        {
+            "model": "claude",
+            "messages": [user("hello there")],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x"}},
+        },
         CLAUDE,
     )
 

@@ -11,9 +11,19 @@ from proxy.translate import (
 )
 
 A_USAGE = {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}
-O_USAGE_FROM_A = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15, "prompt_tokens_details": {"cached_tokens": 0}}
+O_USAGE_FROM_A = {
+    "prompt_tokens": 10,
+    "completion_tokens": 5,
+    "total_tokens": 15,
+    "prompt_tokens_details": {"cached_tokens": 0},
+}
 O_USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
-A_USAGE_FROM_O = {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}
+A_USAGE_FROM_O = {
+    "input_tokens": 10,
+    "output_tokens": 5,
+    "cache_read_input_tokens": 0,
+    "cache_creation_input_tokens": 0,
+}
 
 
 def a_response(content: list, stop_reason: str = "end_turn", usage: dict | None = A_USAGE) -> dict:
@@ -35,7 +45,9 @@ def o_completion(message: dict, finish_reason: str = "stop", usage: dict | None 
         "object": "chat.completion",
         "created": 1,
         "model": "gpt-up",
-        "choices": [{"index": 0, "message": {"role": "assistant", **message}, "finish_reason": finish_reason, **choice}],
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", **message}, "finish_reason": finish_reason, **choice}
+        ],
         "usage": usage,
     }
 
@@ -96,7 +108,12 @@ def o_expected(message: dict, finish_reason: str, usage: dict = O_USAGE_FROM_A) 
                 "tool_calls",
             ),
         ),
-        ("empty message → content ''", a_response([], stop_reason="max_tokens"), Conversion(body={}), o_expected({"content": ""}, "length")),
+        (
+            "empty message → content ''",
+            a_response([], stop_reason="max_tokens"),
+            Conversion(body={}),
+            o_expected({"content": ""}, "length"),
+        ),
         (
             "json tool fallback: its input becomes the content, finish_reason stop",
             a_response(
@@ -110,7 +127,12 @@ def o_expected(message: dict, finish_reason: str, usage: dict = O_USAGE_FROM_A) 
             "edge 38: cache read and write folded into prompt_tokens",
             a_response(
                 [{"type": "text", "text": "hi"}],
-                usage={"input_tokens": 10, "cache_read_input_tokens": 2000, "cache_creation_input_tokens": 400, "output_tokens": 7},
+                usage={
+                    "input_tokens": 10,
+                    "cache_read_input_tokens": 2000,
+                    "cache_creation_input_tokens": 400,
+                    "output_tokens": 7,
+                },
             ),
             Conversion(body={}),
             o_expected(
@@ -131,7 +153,12 @@ def o_expected(message: dict, finish_reason: str, usage: dict = O_USAGE_FROM_A) 
             o_expected(
                 {"content": "12345678"},
                 "stop",
-                {"prompt_tokens": 50, "completion_tokens": 2, "total_tokens": 52, "prompt_tokens_details": {"cached_tokens": 0}},
+                {
+                    "prompt_tokens": 50,
+                    "completion_tokens": 2,
+                    "total_tokens": 52,
+                    "prompt_tokens_details": {"cached_tokens": 0},
+                },
             ),
         ),
     ],
@@ -140,7 +167,9 @@ def test_anthropic_response_to_openai(_case, resp, conv, expected):
     assert anthropic_response_to_openai(resp, conv, model="claude", created=1700000000) == expected
 
 
-def a_expected(content: list, stop_reason: str, stop_sequence: str | None = None, usage: dict = A_USAGE_FROM_O, **top) -> dict:
+def a_expected(
+    content: list, stop_reason: str, stop_sequence: str | None = None, usage: dict = A_USAGE_FROM_O, **top
+) -> dict:
     return {
         "id": "msg_chatcmpl-1",
         "type": "message",
@@ -180,7 +209,10 @@ def a_expected(content: list, stop_reason: str, stop_sequence: str | None = None
             o_completion(
                 {
                     "content": "4",
-                    "reasoning_details": [{"type": "reasoning.text", "text": "2+"}, {"type": "reasoning.text", "text": "2"}],
+                    "reasoning_details": [
+                        {"type": "reasoning.text", "text": "2+"},
+                        {"type": "reasoning.text", "text": "2"},
+                    ],
                 }
             ),
             Conversion(body={}),
@@ -195,7 +227,11 @@ def a_expected(content: list, stop_reason: str, stop_sequence: str | None = None
                 {
                     "content": None,
                     "tool_calls": [
-                        {"id": "functions.Bash:0", "type": "function", "function": {"name": "Bash", "arguments": '{"cmd":"ls"}'}},
+                        {
+                            "id": "functions.Bash:0",
+                            "type": "function",
+                            "function": {"name": "Bash", "arguments": '{"cmd":"ls"}'},
+                        },
                         {"type": "function", "function": {"name": "short_1", "arguments": ""}},
                     ],
                 }
@@ -209,7 +245,12 @@ def a_expected(content: list, stop_reason: str, stop_sequence: str | None = None
                 "tool_use",
             ),
         ),
-        ("empty completion → content []", o_completion({"content": ""}, "length"), Conversion(body={}), a_expected([], "max_tokens")),
+        (
+            "empty completion → content []",
+            o_completion({"content": ""}, "length"),
+            Conversion(body={}),
+            a_expected([], "max_tokens"),
+        ),
         (
             "refusal string → text block and stop_reason refusal",
             o_completion({"content": None, "refusal": "I can't help with that."}),
@@ -250,7 +291,9 @@ def a_expected(content: list, stop_reason: str, stop_sequence: str | None = None
     ],
 )
 def test_openai_response_to_anthropic(_case, resp, conv, expected):
-    assert openai_response_to_anthropic(resp, conv, model="claude", new_id=lambda: "0123456789abcdef01234567") == expected
+    assert (
+        openai_response_to_anthropic(resp, conv, model="claude", new_id=lambda: "0123456789abcdef01234567") == expected
+    )
 
 
 @pytest.mark.parametrize(
@@ -264,7 +307,9 @@ def test_openai_response_to_anthropic(_case, resp, conv, expected):
 def test_message_id(_case, upstream_id, expected_id):
     resp = {**o_completion({"content": "a"}), "id": upstream_id}
 
-    out = openai_response_to_anthropic(resp, Conversion(body={}), model="claude", new_id=lambda: "0123456789abcdef01234567")
+    out = openai_response_to_anthropic(
+        resp, Conversion(body={}), model="claude", new_id=lambda: "0123456789abcdef01234567"
+    )
 
     assert out["id"] == expected_id
 

@@ -29,10 +29,19 @@ def usage_chunk(prompt: int = 20, completion: int = 10, cached: int = 0) -> dict
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": cached},
     }
-    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-up", "choices": [], "usage": usage}
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "gpt-up",
+        "choices": [],
+        "usage": usage,
+    }
 
 
-def tool_delta(index: int | None = None, call_id: str | None = None, name: str | None = None, arguments: str | None = None) -> dict:
+def tool_delta(
+    index: int | None = None, call_id: str | None = None, name: str | None = None, arguments: str | None = None
+) -> dict:
     function = {key: value for key, value in (("name", name), ("arguments", arguments)) if value is not None}
     call: dict = {"function": function}
     if index is not None:
@@ -74,7 +83,12 @@ MESSAGE_START = (
             "stop_reason": None,
             "stop_sequence": None,
             # edge 12: a real-looking estimate, not 0
-            "usage": {"input_tokens": 42, "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+            "usage": {
+                "input_tokens": 42,
+                "output_tokens": 0,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+            },
         },
     },
 )
@@ -107,7 +121,11 @@ def end(stop_reason: str, usage: dict = USAGE_20_10, stop_sequence: str | None =
     return [
         (
             "message_delta",
-            {"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence}, "usage": usage},
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+                "usage": usage,
+            },
         ),
         ("message_stop", {"type": "message_stop"}),
     ]
@@ -186,7 +204,14 @@ def end(stop_reason: str, usage: dict = USAGE_20_10, stop_sequence: str | None =
         (
             "edge 6: id + name + complete arguments in one chunk → start then one delta",
             [chunk(tool_delta(0, "call_a", "f", '{"a":1}')), chunk({}, "tool_calls"), usage_chunk()],
-            [MESSAGE_START, PING, start(0, tool_block("call_a", "f")), delta(0, "input_json_delta", '{"a":1}'), stop(0), *end("tool_use")],
+            [
+                MESSAGE_START,
+                PING,
+                start(0, tool_block("call_a", "f")),
+                delta(0, "input_json_delta", '{"a":1}'),
+                stop(0),
+                *end("tool_use"),
+            ],
         ),
         (
             "edge 6: name after the first argument fragments → start when the name arrives, buffer flushed once",
@@ -197,7 +222,14 @@ def end(stop_reason: str, usage: dict = USAGE_20_10, stop_sequence: str | None =
                 chunk({}, "tool_calls"),
                 usage_chunk(),
             ],
-            [MESSAGE_START, PING, start(0, tool_block("call_a", "f")), delta(0, "input_json_delta", '{"a":1}'), stop(0), *end("tool_use")],
+            [
+                MESSAGE_START,
+                PING,
+                start(0, tool_block("call_a", "f")),
+                delta(0, "input_json_delta", '{"a":1}'),
+                stop(0),
+                *end("tool_use"),
+            ],
         ),
         (
             "edge 7: calls without index but distinct ids are not merged; id-less fragments continue the last call",
@@ -223,7 +255,12 @@ def end(stop_reason: str, usage: dict = USAGE_20_10, stop_sequence: str | None =
         ),
         (
             "edge 8: finish_reason stop after tool calls → tool_use",
-            [chunk({"content": "Let me check."}), chunk(tool_delta(0, "call_a", "f", "{}")), chunk({}, "stop"), usage_chunk()],
+            [
+                chunk({"content": "Let me check."}),
+                chunk(tool_delta(0, "call_a", "f", "{}")),
+                chunk({}, "stop"),
+                usage_chunk(),
+            ],
             [
                 MESSAGE_START,
                 PING,
@@ -238,7 +275,14 @@ def end(stop_reason: str, usage: dict = USAGE_20_10, stop_sequence: str | None =
         ),
         (
             "edge 9: usage on the finish chunk → finalized at once, later chunks ignored",
-            [chunk({"content": "a"}), chunk({}, "stop", usage_chunk()["usage"]), usage_chunk(99, 99), chunk({"content": "late"}), DONE, EOF],
+            [
+                chunk({"content": "a"}),
+                chunk({}, "stop", usage_chunk()["usage"]),
+                usage_chunk(99, 99),
+                chunk({"content": "late"}),
+                DONE,
+                EOF,
+            ],
             [MESSAGE_START, PING, start(0, TEXT_BLOCK), delta(0, "text_delta", "a"), stop(0), *end("end_turn")],
         ),
         (
@@ -366,7 +410,10 @@ def test_edge_10_eof_after_finish_reason_without_done_finalizes_with_estimated_u
         delta(0, "text_delta", "12345678"),
         stop(0),
         # no usage from the upstream: prompt estimate + 8 bytes of output = 2 tokens
-        *end("end_turn", {"input_tokens": 42, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 2}),
+        *end(
+            "end_turn",
+            {"input_tokens": 42, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 2},
+        ),
     ]
     assert stream.usage.estimated is True
 
@@ -379,7 +426,10 @@ def test_edge_11_eof_before_finish_reason_is_an_error_without_message_stop():
         PING,
         start(0, TEXT_BLOCK),
         delta(0, "text_delta", "partial"),
-        ("error", {"type": "error", "error": {"type": "api_error", "message": "upstream stream ended before completion"}}),
+        (
+            "error",
+            {"type": "error", "error": {"type": "api_error", "message": "upstream stream ended before completion"}},
+        ),
     ]
     assert (stream.done, stream.error.kind, stream.error.code) == (True, ErrorKind.UPSTREAM_ERROR, "stream_incomplete")
     assert stream.usage.output_tokens == 2  # "partial" still billed (§5.3 step 4)
@@ -388,7 +438,11 @@ def test_edge_11_eof_before_finish_reason_is_an_error_without_message_stop():
 @pytest.mark.parametrize(
     ("_case", "error", "expected_type"),
     [
-        ("rate limit code", {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}, "rate_limit_error"),
+        (
+            "rate limit code",
+            {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"},
+            "rate_limit_error",
+        ),
         ("server error", {"message": "The server had an error", "type": "server_error", "code": None}, "api_error"),
         ("unknown", {"message": "weird", "type": "weird"}, "api_error"),
     ],
