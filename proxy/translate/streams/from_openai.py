@@ -176,7 +176,7 @@ class OpenAIToAnthropicStream:
         if isinstance(arguments, dict):
             arguments = compact_json(arguments)
         was_started = tool.index is not None
-        if isinstance(arguments, str):  # never an empty partial_json (BerriAI/litellm#31561)
+        if isinstance(arguments, str) and arguments:  # never an empty partial_json (BerriAI/litellm#31561)
             if was_started:
                 items.append(self._arguments_delta(tool, arguments))
             else:
