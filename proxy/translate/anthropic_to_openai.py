@@ -3,150 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from .anthropic_messages import anthropic_messages_to_openai, anthropic_system_to_openai
 from .errors import TranslationError
-from .media import (
-    InlineImages,
-    anthropic_document_to_openai,
-    anthropic_image_to_openai,
-    anthropic_search_result_to_openai,
-)
+from .media import InlineImages
 from .models import Conversion, TargetModel
 from .reasoning import anthropic_thinking_to_effort
 from .stop_reasons import anthropic_stop
 from .tools import (
     anthropic_tool_choice_to_openai,
     anthropic_tool_to_openai,
-    compact_json,
-    openai_tool_name,
     sanitize_tool_id,
     tool_input_from_arguments,
 )
 from .usage import estimate_openai_prompt_tokens, openai_response_usage, usage_to_anthropic
 
 OPENAI_MAX_STOP = 4  # O accepts at most 4 stop sequences (§2.3)
-TOOL_ERROR_PREFIX = "Error: "  # O tool messages have no is_error flag (§2.4 step 2, gateway choice)
 STRUCTURED_OUTPUT_NAME = "structured_output"
-
-
-@dataclass
-class _MessageContext:
-    target: TargetModel
-    inline_images: InlineImages
-    tool_names: dict[str, str]
-
-
-def _openai_parts(block: dict, param: str, ctx: _MessageContext) -> list[dict]:
-    """O user content parts for one A user block (§2.4 step 2, §2.7)."""
-    kind = block.get("type")
-    if kind == "text":
-        return [{"type": "text", "text": block["text"]}] if block.get("text") else []
-    if kind == "image":
-        image_urls, inline = ctx.target.image_urls, ctx.inline_images
-        return [anthropic_image_to_openai(block, image_urls=image_urls, inline_images=inline, param=param)]
-    if kind == "document":
-        return anthropic_document_to_openai(block, documents=ctx.target.documents, param=param)
-    if kind == "search_result":
-        return anthropic_search_result_to_openai(block)
-    raise TranslationError(f"Content block type {kind!r} is not supported in a user turn.", param=f"{param}.type")
-
-
-def _tool_message(block: dict, param: str, ctx: _MessageContext) -> tuple[dict, list[dict]]:
-    """(O tool message, media parts that must follow in a user message) for an A tool_result (QwenLM/qwen-code#3616)."""
-    content = block.get("content")
-    texts: list[str] = []
-    media: list[dict] = []
-    if isinstance(content, str):
-        texts.append(content)
-    for j, inner in enumerate(content if isinstance(content, list) else []):
-        for part in _openai_parts(inner, f"{param}.content[{j}]", ctx):
-            if part["type"] == "text":
-                texts.append(part["text"])
-            else:
-                media.append(part)  # O tool messages carry text only
-    text = "\n".join(texts)
-    if block.get("is_error") is True:
-        text = TOOL_ERROR_PREFIX + text
-    return {"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text}, media
-
-
-def _user_messages(content: object, param: str, ctx: _MessageContext) -> list[dict]:
-    if not isinstance(content, list):
-        return [{"role": "user", "content": content}]
-    tool_messages: list[dict] = []
-    media: list[dict] = []
-    parts: list[dict] = []
-    for j, block in enumerate(content):
-        block_param = f"{param}[{j}]"
-        if not isinstance(block, dict):
-            raise TranslationError("Content blocks must be objects.", param=block_param, code="invalid_type")
-        if block.get("type") == "tool_result":
-            message, result_media = _tool_message(block, block_param, ctx)
-            tool_messages.append(message)
-            media += result_media
-        else:
-            parts += _openai_parts(block, block_param, ctx)
-    # Tool messages first: O wants them right after the assistant turn that called (§2.4 step 2).
-    parts = media + parts
-    if not parts:
-        return tool_messages
-    if len(parts) == 1 and parts[0]["type"] == "text":
-        return [*tool_messages, {"role": "user", "content": parts[0]["text"]}]
-    return [*tool_messages, {"role": "user", "content": parts}]
-
-
-def _assistant_message(content: object, ctx: _MessageContext) -> dict | None:
-    if not isinstance(content, list):
-        return {"role": "assistant", "content": content}
-    texts: list[str] = []
-    tool_calls: list[dict] = []
-    for block in content:
-        kind = block.get("type") if isinstance(block, dict) else None
-        if kind == "text":
-            texts.append(block.get("text") or "")
-        elif kind == "tool_use":
-            name = openai_tool_name(block.get("name") or "")
-            if name != block.get("name"):
-                ctx.tool_names[name] = block["name"]
-            arguments = compact_json(block.get("input") or {})
-            tool_calls.append(
-                {"id": block.get("id"), "type": "function", "function": {"name": name, "arguments": arguments}}
-            )
-        # thinking / redacted_thinking / server blocks are dropped (§2.4 step 3).
-    text = "".join(texts)  # A splits text around citations: no separator
-    if not text and not tool_calls:
-        return None  # a turn of only thinking has nothing to say to an O upstream
-    message: dict = {"role": "assistant", "content": text or None}
-    if tool_calls:
-        message["tool_calls"] = tool_calls
-    return message
-
-
-def _convert_messages(messages: object, ctx: _MessageContext) -> list[dict]:
-    if not isinstance(messages, list) or not messages:
-        raise TranslationError("messages must be a non-empty array.", param="messages")
-    converted: list[dict] = []
-    for i, message in enumerate(messages):
-        role = message.get("role") if isinstance(message, dict) else None
-        if role == "user":
-            converted += _user_messages(message.get("content"), f"messages[{i}].content", ctx)
-        elif role == "assistant":
-            assistant = _assistant_message(message.get("content"), ctx)
-            if assistant is not None:
-                converted.append(assistant)
-        else:
-            raise TranslationError(f"Unsupported message role {role!r}.", param=f"messages[{i}].role")
-    return converted
-
-
-def _system_text(system: object) -> str:
-    if isinstance(system, str):
-        return system
-    if isinstance(system, list):
-        texts = [block.get("text") for block in system if isinstance(block, dict) and block.get("type") == "text"]
-        return "\n\n".join(text for text in texts if text)  # cache_control dropped (§2.3)
-    return ""
 
 
 def _tools(body: dict, target: TargetModel, tool_names: dict[str, str]) -> dict:
@@ -210,10 +83,9 @@ def anthropic_request_to_openai(
         max_tokens = min(max_tokens, target.max_output_tokens)
 
     tool_names: dict[str, str] = {}
-    ctx = _MessageContext(target, inline_images or {}, tool_names)
     tool_fields = _tools(body, target, tool_names)
-    messages = _convert_messages(body.get("messages"), ctx)
-    system = _system_text(body.get("system"))
+    messages = anthropic_messages_to_openai(body.get("messages"), target, inline_images or {}, tool_names)
+    system = anthropic_system_to_openai(body.get("system"))
     if system:
         messages.insert(0, {"role": "system", "content": system})
 
