@@ -105,16 +105,27 @@ class UsageRecord:
     ttfb_ms: int | None = None
 
 
-@transaction.atomic
 def hold_settle(*, hold: Hold, usage: UsageRecord) -> UsageEvent:
     """Debit the actual cost, release the rest of the hold, and write the one usage event.
 
-    Idempotent on the request id: a second call returns the first event and debits nothing.
-    A hold that already expired (released by the task) is still billed — a debit is never lost;
-    the cost may then exceed what was reserved (documented bound: one request's estimate error).
+    Idempotent on the request id: a second call returns the first event and debits nothing
+    (two racing calls: the unique constraints on the usage event and the usage ledger entry
+    roll the loser back). A hold that already expired (released by the task) is still billed —
+    a debit is never lost; the cost may then exceed what was reserved.
     """
     if usage.cost_nanos < 0:
         raise BillingError("a cost cannot be negative")
+    try:
+        return _hold_settle(hold, usage)
+    except IntegrityError:
+        existing = UsageEvent.objects.filter(request_id=usage.request_id).first()
+        if existing is None:
+            raise
+        return existing
+
+
+@transaction.atomic
+def _hold_settle(hold: Hold, usage: UsageRecord) -> UsageEvent:
     existing = UsageEvent.objects.filter(request_id=usage.request_id).first()
     if existing is not None:
         return existing

@@ -102,6 +102,11 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", not REDIS_URL)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Beat schedules live in code (exactly one beat process runs them).
+CELERY_BEAT_SCHEDULE = {
+    "billing-expire-holds": {"task": "billing.tasks.expire_holds", "schedule": 60.0},
+    "billing-reconcile": {"task": "billing.tasks.reconcile_ledgers", "schedule": 3600.0},
+}
 
 # --- Auth ---------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

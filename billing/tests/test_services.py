@@ -142,3 +142,30 @@ def test_concurrent_holds_never_overspend():
     assert results.count("refused") == 40
     assert (balance.balance_nanos, balance.held_nanos) == (0, 0)
     assert ledger_reconcile() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_racing_settles_bill_once():
+    # given
+    org = funded_org("Acme")
+    hold = balance_hold(org_id=org.id, request_id="req_race", amount_nanos=200_000_000)
+    barrier = threading.Barrier(4)
+    events = []
+
+    def settle() -> None:
+        barrier.wait()
+        events.append(hold_settle(hold=hold, usage=record(org, "req_race", 150_000_000)).pk)
+        connection.close()
+
+    # when
+    threads = [threading.Thread(target=settle) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # then
+    assert len(events) == 4 and len(set(events)) == 1
+    assert LedgerEntry.objects.filter(kind="usage").count() == 1
+    balance = balance_get(org_id=org.id)
+    assert (balance.balance_nanos, balance.held_nanos) == (USD - 150_000_000, 0)
+    assert ledger_reconcile() == []

@@ -19,6 +19,8 @@ TOOL_ERROR_PREFIX = "Error: "  # O tool messages have no is_error flag (§2.4 st
 
 @dataclass
 class _MessageContext:
+    """Per-request state of the §2.4 walk."""
+
     target: TargetModel
     inline_images: InlineImages
     tool_names: dict[str, str]

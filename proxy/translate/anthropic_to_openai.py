@@ -30,7 +30,10 @@ def _tools(body: dict, target: TargetModel, tool_names: dict[str, str]) -> dict:
         )
     tools: list[dict] = []
     fields: dict = {}
-    for i, tool in enumerate(body.get("tools") or []):
+    client_tools = body.get("tools") or []
+    if not isinstance(client_tools, list) or not all(isinstance(tool, dict) for tool in client_tools):
+        raise TranslationError("tools must be an array of objects.", param="tools", code="invalid_type")
+    for i, tool in enumerate(client_tools):
         kind = tool.get("type")
         if kind in (None, "custom"):
             tools.append(anthropic_tool_to_openai(tool, tool_names))
@@ -93,9 +96,11 @@ def anthropic_request_to_openai(
     for name in ("temperature", "top_p"):  # A's ranges are inside O's; top_k has no O counterpart
         if body.get(name) is not None:
             out[name] = body[name]
-    stops = body.get("stop_sequences")
+    stops = body.get("stop_sequences") or []
+    if not isinstance(stops, list) or not all(isinstance(stop, str) for stop in stops):
+        raise TranslationError("stop_sequences must be a string array.", param="stop_sequences", code="invalid_type")
     if stops:
-        out["stop"] = list(stops[:OPENAI_MAX_STOP])  # always an array (QuantumNous/new-api#7175)
+        out["stop"] = stops[:OPENAI_MAX_STOP]  # always an array (QuantumNous/new-api#7175)
     if "stream" in body:
         out["stream"] = bool(body["stream"])
         if body["stream"] and target.stream_usage:
@@ -107,7 +112,8 @@ def anthropic_request_to_openai(
     response_format = _response_format(body.get("output_config"))
     if response_format is not None:
         out["response_format"] = response_format
-    user_id = (body.get("metadata") or {}).get("user_id")
+    metadata = body.get("metadata")
+    user_id = metadata.get("user_id") if isinstance(metadata, dict) else None
     if isinstance(user_id, str) and user_id:
         out["user"] = user_id
     # n is never sent: A returns one message (§3.4). service_tier, container, cache_control… are dropped (§2.8).

@@ -92,7 +92,7 @@ def _assistant_blocks(message: dict, param: str, ctx: _MessageContext) -> list[d
         )
     legacy = message.get("function_call")
     if isinstance(legacy, dict) and not _is_blank(legacy.get("name")):
-        call_id = ctx.tool_ids.get(None)
+        call_id = ctx.tool_ids.new()
         ctx.legacy_calls[legacy["name"]] = call_id
         blocks.append(
             {

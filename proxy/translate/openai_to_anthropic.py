@@ -59,22 +59,86 @@ def _stop_sequences(stop: object) -> list[str]:
     return [s for s in stops if s.strip()]  # A cannot use whitespace-only stop sequences (§1.5)
 
 
-def _client_tools(body: dict) -> list[dict]:
+def _max_tokens(body: dict, target: TargetModel) -> int:
+    max_tokens = _positive_int(body, "max_completion_tokens") or _positive_int(body, "max_tokens")
+    if max_tokens is None:
+        # O means "no cap": prefer the model's own max over a small fixed default (§2.1).
+        max_tokens = target.default_max_tokens or target.max_output_tokens or FALLBACK_MAX_TOKENS
+    return min(max_tokens, target.max_output_tokens) if target.max_output_tokens else max_tokens
+
+
+def _tools(body: dict) -> tuple[list[dict], dict | None]:
+    """(A tools, A tool_choice) from O tools / tool_choice / parallel_tool_calls, or legacy functions (§2.5)."""
     tools = body.get("tools")
+    tool_choice = body.get("tool_choice")
     if tools is None and isinstance(body.get("functions"), list):
-        tools = [{"type": "function", "function": function} for function in body["functions"]]  # legacy
-    if tools is None:
-        return []
+        tools = [{"type": "function", "function": function} for function in body["functions"]]
+        tool_choice = body.get("function_call")  # "none" | "auto" | {name}
+        if isinstance(tool_choice, dict):
+            tool_choice = {"type": "function", "function": tool_choice}
+    if not tools:
+        return [], None  # a tool_choice without tools means nothing to A
     if not isinstance(tools, list):
         raise TranslationError("tools must be an array.", param="tools", code="invalid_type")
-    return [openai_tool_to_anthropic(tool, f"tools[{i}]") for i, tool in enumerate(tools)]
+    converted = [openai_tool_to_anthropic(tool, f"tools[{i}]") for i, tool in enumerate(tools)]
+    choice, converted = openai_tool_choice_to_anthropic(tool_choice, body.get("parallel_tool_calls"), converted)
+    return converted, choice
 
 
-def _client_tool_choice(body: dict) -> object:
-    if "tool_choice" in body or "function_call" not in body:
-        return body.get("tool_choice")
-    legacy = body["function_call"]  # legacy: "none" | "auto" | {name}
-    return {"type": "function", "function": legacy} if isinstance(legacy, dict) else legacy
+def _thinking(
+    body: dict, target: TargetModel, tool_choice: dict | None, max_tokens: int
+) -> tuple[dict | None, str | None, int]:
+    """(A thinking, output_config.effort, max_tokens) for reasoning_effort or a verbatim `thinking` (§2.6)."""
+    thinking, effort = effort_to_anthropic_thinking(body.get("reasoning_effort"), target)
+    if isinstance(body.get("thinking"), dict):
+        thinking = body["thinking"]  # non-standard extra body, as Anthropic's own compat layer accepts (§2.1)
+    if thinking is not None and tool_choice is not None and tool_choice["type"] in ("any", "tool"):
+        return None, effort, max_tokens  # forced tool use is incompatible with thinking: the forced choice wins
+    if thinking is not None:
+        thinking, max_tokens = fit_thinking_budget(thinking, max_tokens, target.max_output_tokens)
+    return thinking, effort, max_tokens
+
+
+def _response_format(body: dict, target: TargetModel) -> tuple[dict | None, dict | None, str | None]:
+    """(output_config.format, fallback json tool, system instruction) for an O response_format (§2.1)."""
+    response_format = body.get("response_format")
+    kind = response_format.get("type") if isinstance(response_format, dict) else response_format
+    if kind in (None, "text"):
+        return None, None, None
+    if kind == "json_object":
+        return None, None, JSON_OBJECT_INSTRUCTION  # no native form: best effort
+    if kind != "json_schema":
+        raise TranslationError("Unsupported response_format type.", param="response_format.type", code="invalid_value")
+    spec = response_format.get("json_schema") or {}
+    schema = spec.get("schema") or {"type": "object"}
+    if target.structured_output:
+        return {"type": "json_schema", "schema": schema}, None, None
+    tool = {"name": JSON_TOOL_NAME, "input_schema": schema}
+    if spec.get("description"):
+        tool["description"] = spec["description"]
+    return None, tool, None
+
+
+def _has_tool_blocks(messages: list[dict]) -> bool:
+    return any(
+        isinstance(message["content"], list)
+        and any(block["type"] in ("tool_use", "tool_result") for block in message["content"])
+        for message in messages
+    )
+
+
+def _sampling(body: dict, thinking_on: bool) -> dict:
+    """temperature / top_p / stop_sequences (§2.1); thinking removes temperature and narrows top_p (§2.6)."""
+    fields: dict = {}
+    temperature, top_p = _number(body, "temperature"), _number(body, "top_p")
+    if temperature is not None and not thinking_on:
+        fields["temperature"] = min(max(temperature, 0.0), 1.0)  # A's range is [0, 1]
+    if top_p is not None:
+        fields["top_p"] = min(max(top_p, 0.95), 1.0) if thinking_on else top_p
+    stops = _stop_sequences(body.get("stop"))
+    if stops:
+        fields["stop_sequences"] = stops
+    return fields
 
 
 def openai_request_to_anthropic(
@@ -83,84 +147,37 @@ def openai_request_to_anthropic(
     """Convert an O chat completion request into an A Messages request for `target` (raises TranslationError)."""
     _reject_unsupported(body)
     system, messages = openai_messages_to_anthropic(body.get("messages"), target, inline_images or {})
-    out: dict = {"model": target.upstream_model}
-
-    max_tokens = _positive_int(body, "max_completion_tokens") or _positive_int(body, "max_tokens")
-    if max_tokens is None:
-        # O means "no cap": prefer the model's own max over a small fixed default (§2.1).
-        max_tokens = target.default_max_tokens or target.max_output_tokens or FALLBACK_MAX_TOKENS
-    if target.max_output_tokens:
-        max_tokens = min(max_tokens, target.max_output_tokens)
-
-    tools = _client_tools(body)
-    tool_choice = None
-    if tools:
-        tool_choice, tools = openai_tool_choice_to_anthropic(
-            _client_tool_choice(body), body.get("parallel_tool_calls"), tools
-        )
-
-    thinking, effort = effort_to_anthropic_thinking(body.get("reasoning_effort"), target)
-    if isinstance(body.get("thinking"), dict):
-        thinking = body["thinking"]  # non-standard extra body, as Anthropic's own compat layer accepts (§2.1)
-    if thinking is not None and tool_choice is not None and tool_choice["type"] in ("any", "tool"):
-        thinking = None  # forced tool use is incompatible with thinking: the client's choice wins (§2.6)
-    if thinking is not None:
-        thinking, max_tokens = fit_thinking_budget(thinking, max_tokens, target.max_output_tokens)
+    tools, tool_choice = _tools(body)
+    thinking, effort, max_tokens = _thinking(body, target, tool_choice, _max_tokens(body, target))
     thinking_on = thinking is not None and thinking.get("type") != "disabled"
 
-    output_config: dict = {}
-    json_tool = None
-    response_format = body.get("response_format")
-    format_kind = response_format.get("type") if isinstance(response_format, dict) else response_format
-    if format_kind == "json_object":
-        system.append(JSON_OBJECT_INSTRUCTION)
-    elif format_kind == "json_schema":
-        spec = response_format.get("json_schema") or {}
-        schema = spec.get("schema") or {"type": "object"}
-        if target.structured_output:
-            output_config["format"] = {"type": "json_schema", "schema": schema}
-        else:
-            json_tool = JSON_TOOL_NAME
-            tool = {"name": JSON_TOOL_NAME, "input_schema": schema}
-            if spec.get("description"):
-                tool["description"] = spec["description"]
-            tools.append(tool)
-            # With thinking on a forced choice is refused by A, so the model is only offered the tool (§2.1).
-            if not thinking_on and (tool_choice is None or tool_choice["type"] == "auto"):
-                tool_choice = {"type": "tool", "name": JSON_TOOL_NAME}
-    elif format_kind not in (None, "text"):
-        raise TranslationError("Unsupported response_format type.", param="response_format.type", code="invalid_value")
-
-    out["max_tokens"] = max_tokens
-    if system:
-        out["system"] = "\n".join(system)  # the separator Anthropic's own compat layer uses (§2.2 step 1)
-    out["messages"] = messages
-    if not tools and any(
-        isinstance(m["content"], list) and any(b["type"] in ("tool_use", "tool_result") for b in m["content"])
-        for m in messages
-    ):
+    output_format, json_tool, instruction = _response_format(body, target)
+    if instruction is not None:
+        system.append(instruction)
+    if json_tool is not None:
+        tools.append(json_tool)
+        # With thinking on A refuses a forced choice, so the model is only offered the tool (§2.1).
+        if not thinking_on and (tool_choice is None or tool_choice["type"] == "auto"):
+            tool_choice = {"type": "tool", "name": JSON_TOOL_NAME}
+    if not tools and _has_tool_blocks(messages):
         # A refuses tool blocks in history without tool definitions (§1.6, §2.2 step 8).
         tools = history_tools(messages)
         tool_choice = {"type": "none"} if tools else None
+
+    out: dict = {"model": target.upstream_model, "max_tokens": max_tokens}
+    if system:
+        out["system"] = "\n".join(system)  # the separator Anthropic's own compat layer uses (§2.2 step 1)
+    out["messages"] = messages
     if tools:
         out["tools"] = tools
-        if tool_choice is not None:
-            out["tool_choice"] = tool_choice
+    if tools and tool_choice is not None:
+        out["tool_choice"] = tool_choice
     if thinking is not None:
         out["thinking"] = thinking
-    if effort is not None:
-        output_config["effort"] = effort
-    if output_config:
-        out["output_config"] = output_config
-
-    temperature, top_p = _number(body, "temperature"), _number(body, "top_p")
-    if temperature is not None and not thinking_on:
-        out["temperature"] = min(max(temperature, 0.0), 1.0)  # A's range is [0, 1] (§2.1)
-    if top_p is not None:
-        out["top_p"] = min(max(top_p, 0.95), 1.0) if thinking_on else top_p
-    stops = _stop_sequences(body.get("stop"))
-    if stops:
-        out["stop_sequences"] = stops
+    output_config = {"format": output_format, "effort": effort}
+    if any(value is not None for value in output_config.values()):
+        out["output_config"] = {key: value for key, value in output_config.items() if value is not None}
+    out |= _sampling(body, thinking_on)
     user_id = body.get("user") or body.get("safety_identifier")
     if isinstance(user_id, str) and not _LOOKS_LIKE_PII.match(user_id):
         out["metadata"] = {"user_id": user_id}
@@ -168,7 +185,10 @@ def openai_request_to_anthropic(
         out["stream"] = bool(body["stream"])
     # Everything else (seed, penalties, logit_bias, logprobs, store, metadata, …) is dropped (§2.8, G1).
     return Conversion(
-        body=out, tool_names={}, json_tool=json_tool, input_estimate=estimate_anthropic_prompt_tokens(out)
+        body=out,
+        tool_names={},
+        json_tool=JSON_TOOL_NAME if json_tool is not None else None,
+        input_estimate=estimate_anthropic_prompt_tokens(out),
     )
 
 

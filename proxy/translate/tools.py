@@ -44,22 +44,26 @@ class ToolIds:
     def __init__(self) -> None:
         self._by_original: dict[str, str] = {}
         self._taken: set[str] = set()
-        self._generated = 0
+
+    def _claim(self, candidate: str) -> str:
+        unique, suffix = candidate, 1
+        while unique in self._taken:  # "a.b" and "a:b" must not collide
+            suffix += 1
+            unique = f"{candidate}_{suffix}"
+        self._taken.add(unique)
+        return unique
 
     def get(self, original: object) -> str:
-        """The A id for `original`, stable within the request and distinct for distinct originals."""
+        """The A id for the client's id `original`: stable within the request, distinct for distinct originals."""
         if not isinstance(original, str) or not original:
-            self._generated += 1
-            original = f"call_{self._generated}"
+            return self.new()
         if original not in self._by_original:
-            candidate = sanitize_tool_id(original)
-            suffix = 1
-            while candidate in self._taken:  # "a.b" and "a:b" must not collide
-                suffix += 1
-                candidate = f"{sanitize_tool_id(original)}_{suffix}"
-            self._by_original[original] = candidate
-            self._taken.add(candidate)
+            self._by_original[original] = self._claim(sanitize_tool_id(original))
         return self._by_original[original]
+
+    def new(self) -> str:
+        """A fresh id for a call the client sent without one (legacy function_call)."""
+        return self._claim(f"call_{len(self._taken) + 1}")
 
 
 def openai_tool_name(name: str) -> str:

@@ -4,7 +4,7 @@ import hashlib
 
 import pytest
 
-from proxy.translate import TargetModel, TranslationError, anthropic_request_to_openai
+from proxy.translate import TargetModel, TranslationError, anthropic_image_urls, anthropic_request_to_openai
 
 GPT = TargetModel(upstream_model="gpt-up", thinking="budget")
 PLAIN_GPT = TargetModel(upstream_model="gpt-up")  # no reasoning support
@@ -529,6 +529,9 @@ def test_url_image_inlined_for_providers_without_url_support():
             "messages[0].content[0].source.url",
         ),
         ("system role inside messages", {"messages": [{"role": "system", "content": "x"}]}, GPT, "messages[0].role"),
+        ("stop_sequences as a string", {"stop_sequences": "END"}, GPT, "stop_sequences"),
+        ("tools not an array of objects", {"tools": {"name": "f"}}, GPT, "tools"),
+        ("tool_use in a user turn", {"messages": [user([tool_use("t", "f", {})])]}, GPT, "messages[0].content[0].type"),
     ],
 )
 def test_rejected_before_upstream(_case, fields, target, expected_param):
@@ -546,3 +549,29 @@ def test_n_is_never_sent_and_input_is_estimated():
         {"model": "gpt-up", "messages": [user("hello there")], "max_tokens": 100},
         7,
     )
+
+
+def test_anthropic_image_urls_lists_urls_to_download_once():
+    image = {"type": "image", "source": {"type": "url", "url": "https://x.test/a.png"}}
+    body = {
+        "messages": [
+            user(
+                [
+                    text("a"),
+                    image,
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "i"}},
+                ]
+            ),
+            user(
+                [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "t",
+                        "content": [image, {**image, "source": {"type": "url", "url": "https://x.test/b.png"}}],
+                    }
+                ]
+            ),
+        ]
+    }
+
+    assert anthropic_image_urls(body) == ["https://x.test/a.png", "https://x.test/b.png"]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from proxy.translate import TargetModel, TranslationError, openai_request_to_anthropic
+from proxy.translate import TargetModel, TranslationError, openai_image_urls, openai_request_to_anthropic
 
 CLAUDE = TargetModel(upstream_model="claude-up", max_output_tokens=64000, default_max_tokens=32000, thinking="budget")
 
@@ -214,6 +214,24 @@ A_WEATHER_TOOL = {"name": "weather", "input_schema": {"type": "object"}}
                     "content": [{"type": "tool_use", "id": "call_1", "name": "f", "input": {"x": 1}}],
                 },
                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": "done"}]},
+            ],
+        ),
+        (
+            "a generated legacy id never captures a later client id",
+            [
+                user("go"),
+                {"role": "assistant", "content": None, "function_call": {"name": "f", "arguments": "{}"}},
+                {"role": "function", "name": "f", "content": "done"},
+                {"role": "assistant", "content": None, "tool_calls": [call("call_1", "g", "{}")]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "r"},
+            ],
+            None,
+            [
+                user("go"),
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "call_1", "name": "f", "input": {}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": "done"}]},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "call_1_2", "name": "g", "input": {}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1_2", "content": "r"}]},
             ],
         ),
     ],
@@ -687,3 +705,18 @@ def test_conversion_state():
 
     # "hello there" = 11 bytes → 3 tokens, + 4 per message, + the json tool definition (60 bytes → 15 tokens)
     assert (conv.tool_names, conv.json_tool, conv.input_estimate) == ({}, "json_tool_call", 3 + 4 + 15)
+
+
+def test_openai_image_urls_lists_urls_to_download_once():
+    def image(url: str) -> dict:
+        return {"type": "image_url", "image_url": {"url": url}}
+
+    body = {
+        "messages": [
+            {"role": "system", "content": "S"},
+            {"role": "user", "content": [image("https://x.test/a.png"), image("data:image/png;base64,AA")]},
+            {"role": "user", "content": [image("https://x.test/a.png"), image("http://x.test/b.png")]},
+        ]
+    }
+
+    assert openai_image_urls(body) == ["https://x.test/a.png", "http://x.test/b.png"]
