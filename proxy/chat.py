@@ -26,10 +26,11 @@ from proxy.translate import (
     AnthropicToOpenAIStream,
     Conversion,
     OpenAIToAnthropicStream,
+    anthropic_request_to_anthropic,
     anthropic_request_to_openai,
     anthropic_response_to_openai,
-    anthropic_thinking_filter,
     openai_request_to_anthropic,
+    openai_request_to_openai,
     openai_response_to_anthropic,
 )
 from proxy.translate.errors import ErrorKind, GatewayError, anthropic_stream_error, openai_stream_error
@@ -134,16 +135,9 @@ class ChatExchange(Exchange):
         client, upstream = self.call.protocol, route.provider.protocol
         target = target_for(self.spec, route)
         if client == OPENAI and upstream == OPENAI:
-            body = _allowed(self.body, OPENAI_CHAT_FIELDS, route)
-            body["model"] = route.upstream_model
-            if self.stream and route.provider.options.get("stream_usage", True):
-                # G5: always ask for usage, for billing; hidden again if the client did not ask.
-                body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-            return Conversion(body=body, input_estimate=self.input_estimate)
+            return openai_request_to_openai(_allowed(self.body, OPENAI_CHAT_FIELDS, route), target)
         if client == ANTHROPIC and upstream == ANTHROPIC:
-            body = anthropic_thinking_filter(_allowed(self.body, ANTHROPIC_MESSAGES_FIELDS, route))
-            body["model"] = route.upstream_model
-            return Conversion(body=body, input_estimate=self.input_estimate)
+            return anthropic_request_to_anthropic(_allowed(self.body, ANTHROPIC_MESSAGES_FIELDS, route), target)
         if client == OPENAI:
             return openai_request_to_anthropic(self.body, target)
         return anthropic_request_to_openai(self.body, target)

@@ -13,6 +13,7 @@ from proxy.translate.errors import (
     openai_stream_error,
     upstream_stream_error,
 )
+from proxy.translate.passthrough import openai_chunk_for_client
 from proxy.translate.usage import (
     Usage,
     estimate_text_tokens,
@@ -64,12 +65,9 @@ class OpenAIRelay:
                 self.finish_reason = choice["finish_reason"]
         if "model" in chunk:
             chunk["model"] = self.model
-        if not self.include_usage:
-            # G5: the client did not ask for usage; the gateway did, for billing.
-            chunk.pop("usage", None)
-            if chunk.get("choices") == []:
-                return []
-        return [(None, chunk)]
+        # G5: the client may not have asked for usage; the gateway always does, for billing.
+        relayed = openai_chunk_for_client(chunk, include_usage=self.include_usage)
+        return [] if relayed is None else [(None, relayed)]
 
     def feed_done(self) -> list[SSEItem]:
         if self.done:

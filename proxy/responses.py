@@ -50,10 +50,7 @@ def json_response(data: dict, status: int = 200) -> HttpResponse:
 
 def error_response(call: Call, error: GatewayError) -> HttpResponse:
     """The error in the client's protocol shape with its status and retry hints (PROTOCOLS §5)."""
-    if call.protocol == ANTHROPIC:
-        body = anthropic_error_body(error, call.request_id)
-    else:
-        body = openai_error_body(error)
+    body = anthropic_error_body(error, call.request_id) if call.protocol == ANTHROPIC else openai_error_body(error)
     response = call.headers(json_response(body, status=error.status_for(call.protocol)))
     if error.retry_after is not None:
         response["retry-after"] = str(error.retry_after)

@@ -147,18 +147,16 @@ def anthropic_message_id(upstream_id: object, new_id: Callable[[], str]) -> str:
     """`msg_` + the upstream id unless it already has the prefix, or a fresh one (§3.4)."""
     if isinstance(upstream_id, str) and upstream_id:
         return upstream_id if upstream_id.startswith("msg_") else f"msg_{upstream_id}"
-    return f"msg_{new_id()}"
+    return "msg_" + new_id().removeprefix("toolu_")  # new_id() mints tool ids; reuse its random part
 
 
 def anthropic_tool_id(upstream_id: object, new_id: Callable[[], str]) -> str:
-    """A tool_use id for an O tool-call id: sanitized (§2.2 step 3), or `toolu_` + a fresh one."""
-    if isinstance(upstream_id, str) and upstream_id:
-        return sanitize_tool_id(upstream_id)
-    return sanitize_tool_id(f"toolu_{new_id()}")
+    """A tool_use id for an O tool-call id: sanitized (§2.2 step 3), or a fresh `new_id()`."""
+    return sanitize_tool_id(upstream_id if isinstance(upstream_id, str) and upstream_id else new_id())
 
 
 def openai_response_to_anthropic(resp: dict, conv: Conversion, *, model: str, new_id: Callable[[], str]) -> dict:
-    """Convert an O chat completion into an A message (§3.4); `new_id()` returns a fresh random id suffix."""
+    """Convert an O chat completion into an A message (§3.4); `new_id()` mints a tool_use id ("toolu_" + 24 hex)."""
     choice = (resp.get("choices") or [{}])[0]  # n is forced to 1 on these routes
     message = choice.get("message") or {}
     content: list[dict] = []

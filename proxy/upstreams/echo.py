@@ -118,7 +118,7 @@ class EchoUpstream:
                         "usage": usage,
                         "system_fingerprint": None,
                     }
-                )  # fmt: skip
+                )
             )
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 

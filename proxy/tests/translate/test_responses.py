@@ -292,7 +292,8 @@ def a_expected(
 )
 def test_openai_response_to_anthropic(_case, resp, conv, expected):
     assert (
-        openai_response_to_anthropic(resp, conv, model="claude", new_id=lambda: "0123456789abcdef01234567") == expected
+        openai_response_to_anthropic(resp, conv, model="claude", new_id=lambda: "toolu_0123456789abcdef01234567")
+        == expected
     )
 
 
@@ -308,7 +309,7 @@ def test_message_id(_case, upstream_id, expected_id):
     resp = {**o_completion({"content": "a"}), "id": upstream_id}
 
     out = openai_response_to_anthropic(
-        resp, Conversion(body={}), model="claude", new_id=lambda: "0123456789abcdef01234567"
+        resp, Conversion(body={}), model="claude", new_id=lambda: "toolu_0123456789abcdef01234567"
     )
 
     assert out["id"] == expected_id

@@ -52,7 +52,7 @@ def tool_delta(
 
 
 def run(inputs: list, tool_names: dict | None = None) -> tuple[OpenAIToAnthropicStream, list]:
-    ids = iter(f"{n:024x}" for n in range(1, 100))
+    ids = iter(f"toolu_{n:024x}" for n in range(1, 100))
     stream = OpenAIToAnthropicStream(
         Conversion(body={}, tool_names=tool_names or {}, input_estimate=INPUT_ESTIMATE),
         model="claude",

@@ -33,7 +33,7 @@ def _event(name: str, **data: object) -> SSEItem:
 
 
 class OpenAIToAnthropicStream:
-    """Feed parsed O chunks, get A events; `new_id()` returns a fresh random id suffix for tool ids."""
+    """Feed parsed O chunks, get A events; `new_id()` mints ids for tool calls that came without one."""
 
     def __init__(self, conv: Conversion, *, model: str, message_id: str, new_id: Callable[[], str]) -> None:
         self.conv = conv
