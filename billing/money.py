@@ -97,3 +97,25 @@ def unit_cost(units: int | float | Decimal, price_nanos: int, *, per: int = 1) -
     """Cost of `units` at `price_nanos` per `per` units (images, audio minutes, 1M characters), half up."""
     value = Decimal(str(units)) * price_nanos / per
     return int(value.to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def cents_exact(nanos: int) -> int:
+    """nano-USD that must be a whole number of cents -> cents (a top-up amount); refuses fractions."""
+    cents, rest = divmod(int(nanos), NANOS_PER_USD // 100)
+    if rest:
+        raise MoneyError("the amount must be a whole number of cents")
+    return cents
+
+
+def tax_included(gross_nanos: int, rate_percent: Decimal | str) -> int:
+    """The tax contained in a tax-inclusive amount: gross * rate / (100 + rate), rounded half up."""
+    rate = Decimal(rate_percent)
+    if rate < 0:
+        raise MoneyError("a tax rate cannot be negative")
+    value = Decimal(gross_nanos) * rate / (100 + rate)
+    return int(value.to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def usd_per_mtok(nanos_per_mtok: int) -> Decimal:
+    """A price in nano-USD per million tokens -> USD per million tokens (for display on invoices)."""
+    return nanos_to_usd(nanos_per_mtok).normalize()

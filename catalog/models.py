@@ -1,5 +1,6 @@
 """What the platform sells: upstream providers, public models, their routes and prices."""
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -10,13 +11,21 @@ class Provider(models.Model):
     class Kind(models.TextChoices):
         OPENAI = "openai", "OpenAI-compatible"
         ANTHROPIC = "anthropic", "Anthropic"
+        GEMINI = "gemini", "Google Gemini (native generateContent)"
         ECHO = "echo", "Built-in echo (demo, no upstream)"
 
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=20, choices=Kind.choices)
-    # As the provider's official SDK takes it: https://api.openai.com/v1, https://api.anthropic.com
+    class Health(models.TextChoices):
+        UNKNOWN = "unknown", "Not checked"
+        HEALTHY = "healthy", "Healthy"
+        UNHEALTHY = "unhealthy", "Unhealthy"
+
+    # As the provider's official SDK takes it: https://api.openai.com/v1, https://api.anthropic.com,
+    # https://generativelanguage.googleapis.com/v1beta
     base_url = models.URLField(max_length=500, blank=True)
-    # Fernet token (catalog.crypto); never shown back, never logged.
+    # The primary key, a Fernet token (catalog.crypto); never shown back, never logged. More keys
+    # for rotation live in ProviderKey; requests round-robin over all enabled ones.
     api_key_encrypted = models.TextField(blank=True, default="")
     # Name of an environment variable that holds the key instead (read at use).
     api_key_env = models.CharField(max_length=100, blank=True, default="")
@@ -26,6 +35,13 @@ class Provider(models.Model):
     connect_timeout_s = models.FloatField(null=True, blank=True)
     read_timeout_s = models.FloatField(null=True, blank=True)
     is_enabled = models.BooleanField(default=True)
+    # Written by the admin's "test connection" (catalog.services.provider_check_record). The router
+    # tries routes of an unhealthy provider last rather than never: a stale mark must not take a
+    # model offline (proxy/router.py keeps the live, per-process circuit breaker).
+    health_status = models.CharField(max_length=20, choices=Health.choices, default=Health.UNKNOWN)
+    last_latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    last_check_error = models.CharField(max_length=500, blank=True, default="")  # scrubbed, never a key
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -34,6 +50,23 @@ class Provider(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ProviderKey(models.Model):
+    """An additional upstream API key of a provider, rotated round-robin with the primary one."""
+
+    provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="keys")
+    label = models.CharField(max_length=100, blank=True)
+    key_encrypted = models.TextField()  # Fernet token; the plaintext is never stored or shown
+    key_hint = models.CharField(max_length=16, blank=True)  # catalog.crypto.mask_secret, for the admin
+    is_enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["provider", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.provider} key {self.label or self.pk} ({self.key_hint})"
 
 
 class Model(models.Model):
@@ -51,7 +84,13 @@ class Model(models.Model):
         BUDGET = "budget", "Budget (thinking.budget_tokens)"
         ADAPTIVE = "adaptive", "Adaptive (output_config.effort)"
 
+    class Visibility(models.TextChoices):
+        PUBLIC = "public", "Every organisation"
+        RESTRICTED = "restricted", "Only the chosen organisations"
+
     name = models.CharField(max_length=200, unique=True)
+    # Other ids clients may send for this model (e.g. a dated snapshot name); unique across the catalog.
+    aliases = models.JSONField(default=list, blank=True)
     display_name = models.CharField(max_length=200, blank=True)
     description = models.TextField(blank=True)
     mode = models.CharField(max_length=20, choices=Mode.choices, default=Mode.CHAT)
@@ -61,7 +100,13 @@ class Model(models.Model):
     supports_tools = models.BooleanField(default=True)
     supports_vision = models.BooleanField(default=False)
     structured_output = models.BooleanField(default=False)
+    supports_audio = models.BooleanField(default=False, help_text="audio input or output")
+    supports_images = models.BooleanField(default=False, help_text="image output")
     is_enabled = models.BooleanField(default=True)
+    visibility = models.CharField(max_length=20, choices=Visibility.choices, default=Visibility.PUBLIC)
+    organizations = models.ManyToManyField(
+        "accounts.Organization", blank=True, related_name="+", help_text="who may use a restricted model"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -70,6 +115,19 @@ class Model(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def capabilities(self) -> list[str]:
+        """Capability words for listings: tools, vision, thinking, embeddings, audio, images."""
+        flags = {
+            "tools": self.supports_tools and self.mode == self.Mode.CHAT,
+            "vision": self.supports_vision,
+            "thinking": bool(self.thinking),
+            "embeddings": self.mode == self.Mode.EMBEDDING,
+            "audio": self.supports_audio or self.mode in (self.Mode.TRANSCRIPTION, self.Mode.SPEECH),
+            "images": self.supports_images or self.mode == self.Mode.IMAGE,
+        }
+        return [name for name, present in flags.items() if present]
 
 
 class Route(models.Model):
@@ -81,6 +139,9 @@ class Route(models.Model):
     priority = models.PositiveIntegerField(default=1)
     weight = models.PositiveIntegerField(default=1)
     is_enabled = models.BooleanField(default=True)
+    # In-process caps (proxy/router.py), per gateway process: null = unlimited.
+    max_concurrency = models.PositiveIntegerField(null=True, blank=True, help_text="requests in flight")
+    rpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="requests per minute")
 
     class Meta:
         ordering = ["priority", "id"]
@@ -94,6 +155,7 @@ class Price(models.Model):
     """A model's sell prices from `effective_from` on; rows are never edited, only added.
 
     Token prices are nano-USD per million tokens (billing.money); unit prices nano-USD per unit.
+    `cost_*` is what the provider charges us (for margins), never billed to a tenant.
     """
 
     model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="prices")
@@ -105,6 +167,10 @@ class Price(models.Model):
     image_nanos = models.BigIntegerField(default=0, help_text="per generated image")
     audio_minute_nanos = models.BigIntegerField(default=0, help_text="per minute of transcribed audio")
     character_nanos_per_mchar = models.BigIntegerField(default=0, help_text="per million characters of speech input")
+    cost_input_nanos_per_mtok = models.BigIntegerField(default=0)
+    cost_output_nanos_per_mtok = models.BigIntegerField(default=0)
+    cost_cache_read_nanos_per_mtok = models.BigIntegerField(default=0)
+    cost_cache_write_nanos_per_mtok = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -117,10 +183,40 @@ class Price(models.Model):
                 & models.Q(cache_write_nanos_per_mtok__gte=0)
                 & models.Q(image_nanos__gte=0)
                 & models.Q(audio_minute_nanos__gte=0)
-                & models.Q(character_nanos_per_mchar__gte=0),
+                & models.Q(character_nanos_per_mchar__gte=0)
+                & models.Q(cost_input_nanos_per_mtok__gte=0)
+                & models.Q(cost_output_nanos_per_mtok__gte=0)
+                & models.Q(cost_cache_read_nanos_per_mtok__gte=0)
+                & models.Q(cost_cache_write_nanos_per_mtok__gte=0),
                 name="price_non_negative",
             )
         ]
 
     def __str__(self) -> str:
         return f"{self.model} from {self.effective_from:%Y-%m-%d %H:%M}"
+
+
+class AuditEntry(models.Model):
+    """Who changed prices, keys or availability, when, and what it was before and after.
+
+    Written only by catalog.services; secrets appear masked (last four characters) or not at all.
+    """
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_label = models.CharField(max_length=200, blank=True)  # kept if the user is deleted; "loadcatalog" etc.
+    action = models.CharField(max_length=50, db_index=True)  # e.g. price.set, key.add, provider.disable
+    target_type = models.CharField(max_length=50)
+    target_id = models.CharField(max_length=50, blank=True)
+    target_repr = models.CharField(max_length=200, blank=True)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_label} {self.action} {self.target_repr}"

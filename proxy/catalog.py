@@ -1,5 +1,7 @@
 """The gateway's view of the catalog: resolve a client's model id, describe the upstream target."""
 
+import time
+
 from accounts.keycache import KeyContext
 from catalog.snapshot import ModelSpec, RouteSpec, catalog_snapshot
 from proxy.translate import TargetModel
@@ -12,11 +14,19 @@ MODE_NAMES = {
 
 
 async def resolve_model(name: object, key: KeyContext, *, mode: str) -> ModelSpec:
-    """The enabled catalog model `name` of this mode, or 404 / 400 in the caller's shape."""
+    """The enabled catalog model `name` of this mode, or 404 / 400 / 403 (not allowed for this key)."""
     if not isinstance(name, str) or not name:
         raise GatewayError(ErrorKind.INVALID_REQUEST, "`model` is required and must be a string.", param="model")
+    if key.allowed_models is not None and name not in key.allowed_models:
+        # Checked before the catalog lookup, so a restricted key learns nothing about other models.
+        raise GatewayError(ErrorKind.PERMISSION, f"This API key is not allowed to use the model `{name}`.",
+                           param="model", code="model_not_allowed")  # fmt: skip
     snapshot = await catalog_snapshot()
     spec = snapshot.get(name)
+    if spec is not None and not spec.visible_to(key.org_id):
+        spec = None  # a restricted model answers exactly like a missing one: its existence is not leaked
+    if spec is None and snapshot.is_disabled(name):
+        raise GatewayError(ErrorKind.NOT_FOUND, f"The model `{name}` is currently disabled.", param="model")
     if spec is None:
         raise GatewayError(ErrorKind.NOT_FOUND, f"The model `{name}` does not exist or you do not have access to it.",
                            param="model")  # fmt: skip
@@ -27,7 +37,7 @@ async def resolve_model(name: object, key: KeyContext, *, mode: str) -> ModelSpe
             f"a {MODE_NAMES[mode]} model.",
             param="model",
         )
-    return spec
+    return spec.priced_at(time.time())  # billed at the price in force when the request started
 
 
 def target_for(spec: ModelSpec, route: RouteSpec) -> TargetModel:

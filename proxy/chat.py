@@ -7,8 +7,10 @@ byte reached the client) → convert back / relay the stream → settle → resp
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import orjson
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from accounts.keycache import KeyContext
@@ -21,7 +23,7 @@ from proxy.exchange import Exchange
 from proxy.relay import AnthropicRelay, OpenAIRelay
 from proxy.requests import check_anthropic_messages, check_openai_chat, read_json_body
 from proxy.responses import ANTHROPIC, OPENAI, Call, error_response, json_response, usd_number
-from proxy.sse import SSEItem, encode
+from proxy.sse import KEEPALIVE_OPENAI, PING_ANTHROPIC, SSEItem, encode, with_keepalive
 from proxy.translate import (
     AnthropicToOpenAIStream,
     Conversion,
@@ -34,6 +36,14 @@ from proxy.translate import (
     openai_response_to_anthropic,
 )
 from proxy.translate.errors import ErrorKind, GatewayError, anthropic_stream_error, openai_stream_error
+from proxy.translate.gemini import (
+    anthropic_request_to_gemini,
+    gemini_response_to_anthropic,
+    gemini_response_to_openai,
+    openai_request_to_gemini,
+    usage_from_gemini,
+)
+from proxy.translate.gemini_stream import GeminiToAnthropicStream, GeminiToOpenAIStream
 from proxy.translate.usage import (
     Usage,
     estimate_anthropic_prompt_tokens,
@@ -43,6 +53,8 @@ from proxy.translate.usage import (
     usage_from_openai,
 )
 from proxy.upstreams import upstream_for
+
+GEMINI = "gemini"
 
 # What a same-protocol route forwards: an allowlist, so no client field reaches the upstream
 # unless it is a documented field of that protocol (or one the admin allowed per provider).
@@ -134,7 +146,13 @@ class ChatExchange(Exchange):
         """The upstream body for this route (translation when the protocols differ)."""
         client, upstream = self.call.protocol, route.provider.protocol
         target = target_for(self.spec, route)
+        if upstream == GEMINI:
+            return (openai_request_to_gemini if client == OPENAI else anthropic_request_to_gemini)(self.body, target)
         if client == OPENAI and upstream == OPENAI:
+            if "max_tokens_field" not in route.provider.options:
+                # Pass-through (G1): rename the output cap only for providers configured to need it.
+                client_field = "max_completion_tokens" if "max_completion_tokens" in self.body else "max_tokens"
+                target = replace(target, max_tokens_field=client_field)
             return openai_request_to_openai(_allowed(self.body, OPENAI_CHAT_FIELDS, route), target)
         if client == ANTHROPIC and upstream == ANTHROPIC:
             return anthropic_request_to_anthropic(_allowed(self.body, ANTHROPIC_MESSAGES_FIELDS, route), target)
@@ -144,6 +162,8 @@ class ChatExchange(Exchange):
 
     async def send(self, route: RouteSpec, conversion: Conversion):
         upstream = upstream_for(route.provider)
+        if route.provider.protocol == GEMINI:
+            return await upstream.generate(route.upstream_model, conversion.body, stream=self.stream)
         if route.provider.protocol == ANTHROPIC:
             beta = self.call.request.headers.get("anthropic-beta") if self.call.protocol == ANTHROPIC else None
             return await upstream.messages(conversion.body, beta=beta)
@@ -161,15 +181,29 @@ class ChatExchange(Exchange):
             return await self.fail(self.invalid_reply(), route=route, attempts=attempts)
 
         client, upstream = self.call.protocol, route.provider.protocol
-        usage = usage_from_openai(data.get("usage")) if upstream == OPENAI else usage_from_anthropic(data.get("usage"))
-        if not data.get("usage"):
+        if upstream == GEMINI:
+            usage = usage_from_gemini(data.get("usageMetadata"))
+        elif upstream == OPENAI:
+            usage = usage_from_openai(data.get("usage"))
+        else:
+            usage = usage_from_anthropic(data.get("usage"))
+        if not data.get("usage") and not data.get("usageMetadata"):
             produced = orjson.dumps(data.get("choices") or data.get("content")).decode()
             usage = Usage(
                 input_tokens=conversion.input_estimate or self.input_estimate,
                 output_tokens=estimate_text_tokens(produced),
                 estimated=True,
             )
-        if client == upstream:
+        if upstream == GEMINI and client == OPENAI:
+            out = gemini_response_to_openai(
+                data, conversion, model=self.spec.name, created=int(time.time()),
+                completion_id="chatcmpl-" + uuid.uuid4().hex[:24], new_id=new_tool_id,
+            )  # fmt: skip
+        elif upstream == GEMINI:
+            out = gemini_response_to_anthropic(
+                data, conversion, model=self.spec.name, message_id=new_message_id(), new_id=new_tool_id
+            )
+        elif client == upstream:
             out = data
             out["model"] = self.spec.name  # G2: echo the client's model id
         elif client == OPENAI:
@@ -189,6 +223,15 @@ class ChatExchange(Exchange):
     def stream_machine(self, route: RouteSpec, conversion: Conversion):
         client, upstream = self.call.protocol, route.provider.protocol
         estimate = conversion.input_estimate or self.input_estimate
+        if upstream == GEMINI and client == OPENAI:
+            return GeminiToOpenAIStream(
+                conversion, model=self.spec.name, created=int(time.time()),
+                chunk_id="chatcmpl-" + uuid.uuid4().hex[:24], include_usage=self.include_usage, new_id=new_tool_id,
+            )  # fmt: skip
+        if upstream == GEMINI:
+            return GeminiToAnthropicStream(
+                conversion, model=self.spec.name, message_id=new_message_id(), new_id=new_tool_id
+            )
         if client == OPENAI and upstream == OPENAI:
             return OpenAIRelay(model=self.spec.name, include_usage=self.include_usage, input_estimate=estimate)
         if client == ANTHROPIC and upstream == ANTHROPIC:
@@ -228,54 +271,64 @@ class ChatExchange(Exchange):
             return isinstance(data, dict) and isinstance(data.get("usage"), dict)
         return event == "message_delta"
 
-    async def relay(self, reply, machine, route: RouteSpec, attempts: int) -> AsyncIterator[bytes]:
-        """Relay/convert the upstream stream; settle before the final usage item goes out.
+    def _feed(self, machine, data: bytes, upstream_openai: bool) -> list[SSEItem]:
+        """One upstream SSE data payload through the stream machine."""
+        if upstream_openai and data.strip() == b"[DONE]":
+            return machine.feed_done()
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            event = None
+        if not isinstance(event, dict):
+            return self._fail_item(machine, GatewayError(ErrorKind.UPSTREAM_ERROR, "The upstream sent malformed data."))
+        return machine.feed(event)
 
-        Items from the first usage-bearing one on are held back until the stream is done, so the
-        cost can be added to them and the debit is durable before the last byte leaves. If the
-        client goes away, the `finally` still bills what the upstream produced.
+    async def relay(self, reply, machine, route: RouteSpec, attempts: int) -> AsyncIterator[bytes]:
+        """Relay/convert the upstream stream; settle before the stream's last bytes go out.
+
+        Items from the first usage-bearing one on — and everything once the stream is done — are
+        held back until the debit is durable, so the cost can be added to them and the client sees
+        the end of the stream only after it was billed. If the client goes away, the `finally`
+        still bills what the upstream produced. During upstream silence a keep-alive goes out
+        (PROTOCOLS G8).
         """
         upstream_openai = route.provider.protocol == OPENAI
+        keepalive = KEEPALIVE_OPENAI if self.call.protocol == OPENAI else PING_ANTHROPIC
         held: list[SSEItem] = []
         settled = False
         first_byte_at: float | None = None
+        received = 0
         try:
             try:
-                async for _, data in reply.events():
-                    if upstream_openai and data.strip() == b"[DONE]":
-                        items = machine.feed_done()
-                    else:
-                        try:
-                            event = orjson.loads(data)
-                        except orjson.JSONDecodeError:
-                            event = None
-                        if not isinstance(event, dict):
-                            items = self._fail_item(
-                                machine, GatewayError(ErrorKind.UPSTREAM_ERROR, "The upstream sent malformed data.")
-                            )
-                        else:
-                            items = machine.feed(event)
+                async for payload in with_keepalive(reply.events(), settings.RUAPI_STREAM_KEEPALIVE_SECONDS):
+                    if payload is None:
+                        if not held:
+                            yield keepalive
+                        continue
+                    received += 1
+                    items = self._feed(machine, payload[1], upstream_openai)
+                    if machine.done:
+                        held.extend(items)
+                        break
                     ready = self._hold_back(items, held)
                     if ready:
                         first_byte_at = first_byte_at or time.perf_counter()
                         yield b"".join(encode(e, d) for e, d in ready)
-                    if machine.done:
-                        break
                 if not machine.done:
                     held.extend(machine.finish())
             except GatewayError as exc:  # transport failure or stall mid-stream
                 held.extend(self._fail_item(machine, exc))
             settled = True
-            cost = await self._settle_stream(machine, route, attempts, first_byte_at)
-            for _, data in held:
-                if self._carries_usage((_, data)) and isinstance(data.get("usage"), dict):
+            cost = await self._settle_stream(machine, route, attempts, first_byte_at, received)
+            for event, data in held:
+                if self._carries_usage((event, data)) and isinstance(data.get("usage"), dict):
                     data["usage"]["cost"] = usd_number(cost)
             if held:
                 yield b"".join(encode(e, d) for e, d in held)
         finally:
             reply.close()
             if not settled:  # the client disconnected (or the generator was closed) mid-stream
-                await self._settle_stream(machine, route, attempts, first_byte_at)
+                await self._settle_stream(machine, route, attempts, first_byte_at, received)
 
     def _hold_back(self, items: list[SSEItem], held: list[SSEItem]) -> list[SSEItem]:
         if held:
@@ -287,8 +340,12 @@ class ChatExchange(Exchange):
                 return items[:position]
         return items
 
-    async def _settle_stream(self, machine, route: RouteSpec, attempts: int, first_byte_at: float | None) -> int:
-        usage: Usage = machine.usage
+    async def _settle_stream(
+        self, machine, route: RouteSpec, attempts: int, first_byte_at: float | None, received: int
+    ) -> int:
+        # An upstream that answered 200 and then sent nothing produced nothing: it costs nothing
+        # (PROTOCOLS §5.3 step 4 bills only what was received).
+        usage: Usage = machine.usage if received else Usage()
         cost = metering.usage_cost(usage, self.spec.prices)
         error = machine.error
         outcome = metering.Outcome(

@@ -1,14 +1,16 @@
 """One authenticated, held-for request to the upstreams: the route loop shared by every endpoint."""
 
 import time
+from collections.abc import AsyncIterator
 
-from django.http import HttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 
 from accounts.keycache import KeyContext
 from billing.models import Hold
 from catalog.snapshot import ModelSpec, RouteSpec
 from proxy import metering
 from proxy.responses import Call, error_response
+from proxy.router import Router, Slot, router
 from proxy.translate.errors import ErrorKind, GatewayError, upstream_http_error
 
 
@@ -22,11 +24,13 @@ def retry_after_seconds(headers) -> int | None:
 class Exchange:
     """Subclasses say how to build the upstream request (`convert`), send it, and answer (`respond`).
 
-    Routes are tried in order; a connect error, a timeout, a 429 or a 5xx falls back to the next
-    route — always before any byte reached the client (PROTOCOLS G4).
+    Routes are tried in the router's order; a connect error, a timeout, a 429 or a 5xx falls back
+    to the next route — always before any byte reached the client (PROTOCOLS G4) — and counts
+    against the route's circuit breaker. Routes at their concurrency/RPM cap are skipped.
     """
 
     is_stream = False
+    router: Router = router
 
     def __init__(self, call: Call, key: KeyContext, spec: ModelSpec, hold: Hold) -> None:
         self.call = call
@@ -35,7 +39,7 @@ class Exchange:
         self.hold = hold
 
     def routes(self) -> list[RouteSpec]:
-        return self.spec.ordered_routes()
+        return self.router.plan(self.spec)
 
     def convert(self, route: RouteSpec):
         raise NotImplementedError
@@ -52,16 +56,26 @@ class Exchange:
             error = GatewayError(ErrorKind.UPSTREAM_ERROR, f"No provider is available for `{self.spec.name}`.")
             return await self.fail(error, route=None, attempts=0)
         error: GatewayError | None = None
-        for attempt, route in enumerate(routes, start=1):
+        attempts = 0
+        last_route: RouteSpec | None = None
+        for route in routes:
+            slot = self.router.acquire(route)
+            if slot is None:  # at its concurrency or RPM cap in this process
+                continue
+            attempts += 1
+            last_route = route
             try:
                 conversion = self.convert(route)
             except GatewayError as exc:  # the client's request cannot be expressed upstream
-                return await self.fail(exc, route=route, attempts=attempt)
+                slot.release()
+                return await self.fail(exc, route=route, attempts=attempts)
             sent_at = time.perf_counter()
             try:
                 reply = await self.send(route, conversion)
             except GatewayError as exc:  # connect error or timeout: nothing reached the client yet
                 self.call.upstream_seconds += time.perf_counter() - sent_at
+                self.router.failed(route)
+                slot.release()
                 error = exc
                 continue
             self.call.upstream_seconds += reply.headers_at - reply.started
@@ -71,11 +85,33 @@ class Exchange:
                 error = upstream_http_error(
                     reply.status, payload, route.provider.protocol, retry_after=retry_after_seconds(reply.headers)
                 )
+                slot.release()
                 if reply.status == 429 or reply.status >= 500:
+                    self.router.failed(route)
                     continue
-                return await self.fail(error, route=route, attempts=attempt)
-            return await self.respond(reply, route, conversion, attempt)
-        return await self.fail(error, route=routes[-1], attempts=len(routes))
+                return await self.fail(error, route=route, attempts=attempts)
+            self.router.succeeded(route)
+            try:
+                response = await self.respond(reply, route, conversion, attempts)
+            except BaseException:
+                slot.release()
+                raise
+            return self._release_when_done(response, slot, attempts)
+        if error is None:  # every route was at its cap: nothing was tried
+            error = GatewayError(
+                ErrorKind.RATE_LIMIT, f"Every provider of `{self.spec.name}` is at capacity; retry shortly.",
+                retry_after=1,
+            )  # fmt: skip
+        return await self.fail(error, route=last_route, attempts=attempts)
+
+    def _release_when_done(self, response: HttpResponse, slot: Slot, attempts: int) -> HttpResponse:
+        """Hold the route's concurrency slot until the body is sent (a stream holds it while it runs)."""
+        response["x-ruapi-attempts"] = str(attempts)
+        if isinstance(response, StreamingHttpResponse) and response.is_async:
+            response.streaming_content = _released_after(response.streaming_content, slot)
+        else:
+            slot.release()
+        return response
 
     async def fail(self, error: GatewayError, *, route: RouteSpec | None, attempts: int) -> HttpResponse:
         """Nothing was produced: release the hold (cost 0), record the failure, answer the error."""
@@ -87,7 +123,9 @@ class Exchange:
             is_stream=self.is_stream,
         )
         await metering.settle(self.call, self.key, self.hold, self.spec, outcome)
-        return error_response(self.call, error)
+        response = error_response(self.call, error)
+        response["x-ruapi-attempts"] = str(attempts)
+        return response
 
     async def settle(self, outcome: metering.Outcome) -> None:
         await metering.settle(self.call, self.key, self.hold, self.spec, outcome)
@@ -102,3 +140,11 @@ class Exchange:
 
     def invalid_reply(self) -> GatewayError:
         return GatewayError(ErrorKind.UPSTREAM_ERROR, "The upstream provider sent an invalid response.")
+
+
+async def _released_after(content: AsyncIterator[bytes], slot: Slot) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in content:
+            yield chunk
+    finally:
+        slot.release()

@@ -31,14 +31,20 @@ def _anthropic_model(spec) -> dict:
     return {"type": "model", "id": spec.name, "display_name": spec.display_name, "created_at": created_at}
 
 
+def _usable(spec, key) -> bool:
+    allowed = getattr(key, "allowed_models", None)
+    return spec.visible_to(key.org_id) and (allowed is None or spec.name in allowed)
+
+
 async def list_models(request: HttpRequest) -> HttpResponse:
     call = Call(request, models_protocol(request), endpoint="models")
     try:
-        await authenticate(request, allow_x_api_key=True)
+        key = await authenticate(request, allow_x_api_key=True)
     except GatewayError as exc:
         return error_response(call, exc)
     specs = sorted((await catalog_snapshot()).models.values(), key=lambda spec: spec.name)
-    specs = [spec for spec in specs if spec.routes]
+    # Only what this organisation (and key) may call: visibility, then the key's model allowlist.
+    specs = [spec for spec in specs if spec.routes and _usable(spec, key)]
     if call.protocol == ANTHROPIC:
         data = [_anthropic_model(spec) for spec in specs]
         body = {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
@@ -51,9 +57,9 @@ async def list_models(request: HttpRequest) -> HttpResponse:
 async def get_model(request: HttpRequest, model_id: str) -> HttpResponse:
     call = Call(request, models_protocol(request), endpoint="models")
     try:
-        await authenticate(request, allow_x_api_key=True)
+        key = await authenticate(request, allow_x_api_key=True)
         spec = (await catalog_snapshot()).get(model_id)
-        if spec is None or not spec.routes:
+        if spec is None or not spec.routes or not _usable(spec, key):
             raise GatewayError(ErrorKind.NOT_FOUND, f"The model `{model_id}` does not exist.", param="model")
     except GatewayError as exc:
         return error_response(call, exc)

@@ -13,6 +13,7 @@ from billing.models import Hold
 from billing.money import TokenCounts, TokenPrices, cost_for
 from billing.services import InsufficientBalanceError, UsageRecord, balance_hold, hold_settle
 from catalog.snapshot import ModelSpec, RouteSpec
+from proxy import limits
 from proxy.responses import Call
 from proxy.translate.errors import ErrorKind, GatewayError
 from proxy.translate.usage import Usage
@@ -47,11 +48,30 @@ def chat_hold_nanos(spec: ModelSpec, *, input_tokens: int, max_output_tokens: in
     )
 
 
-async def hold_open(call: Call, key: KeyContext, amount_nanos: int) -> Hold:
-    """Reserve the request's maximum cost or refuse it with 402 (PROTOCOLS §5.4)."""
+async def hold_open(call: Call, key: KeyContext, amount_nanos: int, *, tokens: int | None = None) -> Hold:
+    """Admit the request or refuse it: IP allowlist (403), rate limits (429) and spend caps (402)
+    from proxy/limits.py, then reserve its maximum cost or refuse it with 402 (PROTOCOLS §5.4).
+
+    `tokens`: the request's estimated input tokens for TPM limits (estimated from the body if None).
+    """
+    if not limits.client_ip_allowed(key, call.request.META.get("REMOTE_ADDR")):
+        raise GatewayError(ErrorKind.PERMISSION, "This API key may not be used from your IP address.",
+                           code="ip_not_allowed")  # fmt: skip
+    counters: list[limits.Counter] = []
+    if key.has_limits:
+        if tokens is None:
+            tokens = limits.estimated_request_tokens(call.request)
+        try:
+            counters, headers = await limits.admit(key, tokens=tokens, hold_nanos=amount_nanos)
+        except limits.LimitError as exc:
+            call.extra_headers.update(exc.headers)
+            raise
+        call.extra_headers.update(headers)
     try:
         return await run_db(balance_hold, org_id=key.org_id, request_id=call.request_id, amount_nanos=amount_nanos)
     except InsufficientBalanceError as exc:
+        # Not spent after all: give the reservation back to the spend caps.
+        await limits.release_counters([c for c in counters if c.kind == "spend"])
         raise GatewayError(ErrorKind.BILLING, str(exc), should_retry=False) from exc
 
 

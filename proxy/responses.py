@@ -5,10 +5,11 @@ import uuid
 from dataclasses import dataclass, field
 
 import orjson
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from billing.money import nanos_to_usd
-from proxy.translate.errors import GatewayError, anthropic_error_body, openai_error_body
+from proxy.translate.errors import ErrorKind, GatewayError, anthropic_error_body, openai_error_body
 
 OPENAI = "openai"
 ANTHROPIC = "anthropic"
@@ -28,6 +29,7 @@ class Call:
     request_id: str = field(default_factory=new_request_id)
     started: float = field(default_factory=time.perf_counter)
     upstream_seconds: float = 0.0  # time spent waiting on the upstream (excluded from overhead)
+    extra_headers: dict[str, str] = field(default_factory=dict)  # e.g. x-ratelimit-* from admission
 
     def elapsed_ms(self) -> int:
         return int((time.perf_counter() - self.started) * 1000)
@@ -39,6 +41,8 @@ class Call:
         response["x-request-id"] = self.request_id
         response["request-id"] = self.request_id
         response["x-ruapi-overhead-ms"] = f"{self.overhead_ms():.2f}"
+        for name, value in self.extra_headers.items():
+            response[name] = value
         if cost_nanos is not None:
             response["x-ruapi-cost-usd"] = f"{nanos_to_usd(cost_nanos).normalize():f}"
         return response
@@ -54,6 +58,8 @@ def error_response(call: Call, error: GatewayError) -> HttpResponse:
     response = call.headers(json_response(body, status=error.status_for(call.protocol)))
     if error.retry_after is not None:
         response["retry-after"] = str(error.retry_after)
+    elif error.kind in (ErrorKind.RATE_LIMIT, ErrorKind.OVERLOADED):
+        response["retry-after"] = str(settings.RUAPI_DEFAULT_RETRY_AFTER)
     if error.should_retry is not None:
         response["x-should-retry"] = "true" if error.should_retry else "false"
     return response

@@ -1,6 +1,8 @@
 """Server-sent events framing only: bytes <-> (event, data). Knows nothing about either protocol."""
 
+import asyncio
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 import orjson
 
@@ -93,3 +95,37 @@ async def iter_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str |
             yield event
     for event in decoder.flush():
         yield event
+
+
+T = TypeVar("T")
+
+
+async def with_keepalive(source: AsyncIterator[T], interval: float) -> AsyncIterator[T | None]:
+    """Items of `source`, and None whenever it stayed silent for `interval` seconds (0: never).
+
+    The pending read is never cancelled by the timer (cancelling would break the source), it is
+    awaited again after the keep-alive went out.
+    """
+    if interval <= 0:
+        async for item in source:
+            yield item
+        return
+    iterator = source.__aiter__()
+    pending: asyncio.Future | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(iterator.__anext__())
+            done, _ = await asyncio.wait((pending,), timeout=interval)
+            if not done:
+                yield None
+                continue
+            finished, pending = pending, None
+            try:
+                item = finished.result()
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        if pending is not None:
+            pending.cancel()

@@ -7,6 +7,7 @@ DATABASE_URL / REDIS_URL switches to Postgres / Redis (the production shape).
 
 from pathlib import Path
 
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 from ruapi.env import database_from_url, env_bool, env_float, env_int, env_list, env_str
@@ -39,7 +40,12 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "channels",
+    "allauth",
+    "allauth.account",
+    "allauth.mfa",
+    "django_htmx",
     "accounts",
+    "dashboard",
     "catalog",
     "billing",
     "proxy",
@@ -54,6 +60,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Both are sync-and-async capable (ECOSYSTEM.md gotcha 2); /v1 never sees them (API_MIDDLEWARE).
+    "allauth.account.middleware.AccountMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
 ]
 # The public /v1 API is served by its own handler with this (async-only) stack: the dashboard
 # middleware above is sync-style and would cost a thread hop each on every proxied request.
@@ -73,6 +82,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "dashboard.context.dashboard",
             ],
         },
     },
@@ -106,6 +116,15 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULE = {
     "billing-expire-holds": {"task": "billing.tasks.expire_holds", "schedule": 60.0},
     "billing-reconcile": {"task": "billing.tasks.reconcile_ledgers", "schedule": 3600.0},
+    "billing-retry-stripe-events": {"task": "billing.tasks.retry_stripe_events", "schedule": 300.0},
+    "billing-expire-promotions": {"task": "billing.tasks.expire_promotions", "schedule": 600.0},
+    "billing-auto-recharge": {"task": "billing.tasks.run_auto_recharges", "schedule": 60.0},
+    "billing-balance-alerts": {"task": "billing.tasks.check_balance_alerts", "schedule": 120.0},
+    # Invoices for the previous month, on the 1st at 02:00 UTC.
+    "billing-monthly-invoices": {
+        "task": "billing.tasks.generate_monthly_invoices",
+        "schedule": crontab(minute=0, hour=2, day_of_month=1),
+    },
 }
 
 # --- Auth ---------------------------------------------------------------------------------
@@ -115,6 +134,65 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+LOGIN_URL = "account_login"
+LOGIN_REDIRECT_URL = "dashboard:overview"
+# django-allauth (issue 4): email is the login, verified before first use; TOTP via allauth.mfa.
+ACCOUNT_LOGIN_METHODS = {"email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
+ACCOUNT_USER_MODEL_USERNAME_FIELD = "username"
+ACCOUNT_EMAIL_VERIFICATION = "mandatory"
+ACCOUNT_CONFIRM_EMAIL_ON_GET = False
+ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
+ACCOUNT_UNIQUE_EMAIL = True
+ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
+ACCOUNT_EMAIL_SUBJECT_PREFIX = "[RuAPI] "
+ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https" if PRODUCTION else "http"
+# Brute force: failed logins per IP and per account (allauth counts them in the cache, i.e. in
+# Redis when REDIS_URL is set, so the limit holds across web processes).
+ACCOUNT_RATE_LIMITS = {
+    "login_failed": env_str("RUAPI_LOGIN_RATE_LIMIT", "10/m/ip,5/5m/key"),
+    "signup": "20/m/ip",
+    "reset_password": "20/m/ip,5/m/key",
+    "confirm_email": "1/3m/key",
+}
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_TOTP_ISSUER = "RuAPI"
+# Invitation links stay valid this long (seconds).
+RUAPI_INVITATION_TTL = env_int("RUAPI_INVITATION_TTL", 7 * 24 * 3600)
+RUAPI_MANAGEMENT_KEY_PREFIX = env_str("RUAPI_MANAGEMENT_KEY_PREFIX", "rk-ru-")
+
+# --- Email: console on the embedded default; SMTP from EMAIL_URL or EMAIL_HOST/... --------------
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "RuAPI <no-reply@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+EMAIL_URL = env_str("EMAIL_URL")  # smtp://user:pass@host:587 (STARTTLS) or smtps://user:pass@host:465 (TLS)
+if EMAIL_URL:
+    from urllib.parse import unquote, urlparse
+
+    _email = urlparse(EMAIL_URL)
+    if _email.scheme not in {"smtp", "smtps", "submission"}:
+        raise ImproperlyConfigured(f"EMAIL_URL scheme {_email.scheme!r} is not supported (smtp or smtps)")
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_HOST = _email.hostname or "localhost"
+    EMAIL_PORT = _email.port or (465 if _email.scheme == "smtps" else 587)
+    EMAIL_HOST_USER = unquote(_email.username or "")
+    EMAIL_HOST_PASSWORD = unquote(_email.password or "")
+    EMAIL_USE_SSL = _email.scheme == "smtps"
+    EMAIL_USE_TLS = not EMAIL_USE_SSL
+elif env_str("EMAIL_HOST"):
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_HOST = env_str("EMAIL_HOST")
+    EMAIL_PORT = env_int("EMAIL_PORT", 587)
+    EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+    EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+    EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+    EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+else:
+    EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -131,8 +209,27 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.api.auth.ManagementKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_FILTER_BACKENDS": [],
+    "EXCEPTION_HANDLER": "accounts.api.errors.exception_handler",
+    "UNAUTHENTICATED_USER": None,
 }
-SPECTACULAR_SETTINGS = {"TITLE": "RuAPI management API", "VERSION": "1.0.0"}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "RuAPI management API",
+    "DESCRIPTION": "Organisations, members, invitations, API keys, balance and usage. Authenticate with a "
+    "management key (`Authorization: Bearer rk-ru-…`) or the dashboard session.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "RoleEnum": "accounts.models.Membership.Role",
+        "AssignableRoleEnum": "accounts.api.serializers.ASSIGNABLE",
+    },
+}
 
 # --- Gateway ------------------------------------------------------------------------------
 # Key for encrypting upstream provider API keys at rest (Fernet). Defaults to one derived
@@ -142,12 +239,27 @@ RUAPI_FIELD_ENCRYPTION_KEY = env_str("RUAPI_FIELD_ENCRYPTION_KEY")
 # key stops working on the revoking process at once and on every other process within this.
 RUAPI_KEY_CACHE_TTL = env_float("RUAPI_KEY_CACHE_TTL", 5.0)
 RUAPI_CATALOG_CACHE_TTL = env_float("RUAPI_CATALOG_CACHE_TTL", 5.0)
+# With REDIS_URL, each process checks the catalog version key at most this often (catalog/snapshot.py).
+RUAPI_CATALOG_VERSION_CHECK_INTERVAL = env_float("RUAPI_CATALOG_VERSION_CHECK_INTERVAL", 1.0)
+# Router circuit breaker (proxy/router.py, per process): this many consecutive failures open a
+# route for the cool-down, then one probe request may try it again (half-open).
+RUAPI_ROUTE_FAILURE_THRESHOLD = env_int("RUAPI_ROUTE_FAILURE_THRESHOLD", 3)
+RUAPI_ROUTE_COOLDOWN_SECONDS = env_float("RUAPI_ROUTE_COOLDOWN_SECONDS", 30.0)
 RUAPI_MAX_BODY_BYTES = env_int("RUAPI_MAX_BODY_BYTES", 32 * 1024 * 1024)
 RUAPI_UPSTREAM_CONNECT_TIMEOUT = env_float("RUAPI_UPSTREAM_CONNECT_TIMEOUT", 10.0)
 RUAPI_UPSTREAM_READ_TIMEOUT = env_float("RUAPI_UPSTREAM_READ_TIMEOUT", 300.0)
 RUAPI_MAX_UPSTREAM_RESPONSE_BYTES = env_int("RUAPI_MAX_UPSTREAM_RESPONSE_BYTES", 64 * 1024 * 1024)
+# Seconds of upstream silence after which a stream gets a keep-alive (SSE comment / A ping); 0 = off.
+RUAPI_STREAM_KEEPALIVE_SECONDS = env_float("RUAPI_STREAM_KEEPALIVE_SECONDS", 15.0)
+# Retry-After sent on rate limits / overload when the upstream gave none (PROTOCOLS §5.4).
+RUAPI_DEFAULT_RETRY_AFTER = env_int("RUAPI_DEFAULT_RETRY_AFTER", 1)
 RUAPI_KEY_PREFIX = env_str("RUAPI_KEY_PREFIX", "sk-ru-")
-RUAPI_PUBLIC_BASE_URL = env_str("RUAPI_PUBLIC_BASE_URL", "http://127.0.0.1:8000")
+# The gateway's public base URL for snippets and emailed links; empty: derived from the request's host.
+RUAPI_PUBLIC_BASE_URL = env_str("RUAPI_PUBLIC_BASE_URL", "")
+# Rate limits and spend caps (proxy/limits.py): how long a monthly-spend figure read from the
+# usage events is trusted, and how often a process checks Redis for key revocations/changes.
+RUAPI_SPEND_CACHE_TTL = env_float("RUAPI_SPEND_CACHE_TTL", 5.0)
+RUAPI_KEY_VERSION_CHECK_INTERVAL = env_float("RUAPI_KEY_VERSION_CHECK_INTERVAL", 1.0)
 # A hold expires (and is released by a task) after this many seconds.
 RUAPI_HOLD_TTL = env_int("RUAPI_HOLD_TTL", 3600)
 
@@ -157,6 +269,19 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = RUAPI_MAX_BODY_BYTES
 STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY")
 STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET")
 STRIPE_API_BASE = env_str("STRIPE_API_BASE")
+# Billing (issue 5). Without STRIPE_SECRET_KEY top-ups and auto-recharge say that Stripe is off.
+STRIPE_CURRENCY = "usd"  # balances are USD; Stripe amounts are integer cents at the edge only
+STRIPE_WEBHOOK_TOLERANCE = env_int("STRIPE_WEBHOOK_TOLERANCE", 300)  # seconds a signature stays valid
+STRIPE_MAX_NETWORK_RETRIES = env_int("STRIPE_MAX_NETWORK_RETRIES", 2)
+RUAPI_BRAND_NAME = env_str("RUAPI_BRAND_NAME", "RuAPI")
+RUAPI_TOPUP_MIN_USD = env_str("RUAPI_TOPUP_MIN_USD", "5")
+RUAPI_TOPUP_MAX_USD = env_str("RUAPI_TOPUP_MAX_USD", "10000")
+RUAPI_INVOICE_PREFIX = env_str("RUAPI_INVOICE_PREFIX", "RU")
+RUAPI_TAX_NAME = env_str("RUAPI_TAX_NAME", "VAT")
+RUAPI_TAX_RATE_PERCENT = env_str("RUAPI_TAX_RATE_PERCENT", "0")  # included in top-ups, shown on invoices
+RUAPI_SELLER_NAME = env_str("RUAPI_SELLER_NAME", "RuAPI operator")
+RUAPI_SELLER_ADDRESS = env_str("RUAPI_SELLER_ADDRESS", "")
+RUAPI_SELLER_TAX_ID = env_str("RUAPI_SELLER_TAX_ID", "")
 
 if PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -1,7 +1,9 @@
 from django.contrib import admin
 from django.http import JsonResponse
-from django.urls import path
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from dashboard.views import root
 from proxy.api import api
 
 
@@ -12,5 +14,14 @@ def healthz(request):
 urlpatterns = [
     path("v1/", api.urls),
     path("admin/", admin.site.urls),
+    path("billing/", include("billing.urls")),
     path("healthz", healthz, name="healthz"),
+    path("pricing/", include("catalog.urls")),  # public model and pricing pages (issue 3)
+    # Issue 4: accounts (allauth), the dashboard and the management API.
+    path("", root, name="root"),
+    path("accounts/", include("allauth.urls")),
+    path("dashboard/", include("dashboard.urls")),
+    path("api/", include("accounts.api.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
 ]

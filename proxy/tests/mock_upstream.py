@@ -20,6 +20,16 @@ Unscripted replies are deterministic, so tests can predict every byte that matte
   Anthropic reports ``cache_read_input_tokens`` = prompt // 2 when any block, tool or the request carries
   ``cache_control``, and ``input_tokens`` = the rest.
 * Ids come from per-prefix counters reset by ``reset()``: "chatcmpl-mock1", "call_1", "msg_mock1", "toolu_mock1".
+* Gemini (``/v1beta/models/{model}:generateContent`` and ``:streamGenerateContent?alt=sse``, key in
+  ``x-goog-api-key``): the same reply plan. The user text is the last ``user`` content that is not only
+  ``functionResponse`` parts; tools are called when ``tools`` declares functions, ``toolConfig`` mode is not
+  NONE (ANY with ``allowedFunctionNames`` forces the first listed) and the turn does not answer function
+  responses; reasoning when ``thinkingConfig.includeThoughts`` and ``thinkingBudget`` is not 0 (a thought part);
+  ``stopSequences`` / ``maxOutputTokens`` as above (finishReason STOP / MAX_TOKENS). Prompt tokens count like
+  Anthropic's (``systemInstruction`` is one message); ``cachedContentTokenCount`` = prompt // 2 when the request
+  names ``cachedContent``; ``candidatesTokenCount`` = reply words + 5 per call, ``thoughtsTokenCount`` = reasoning
+  words. A stream sends the thought, then the text word by word (each chunk with running usageMetadata), and
+  the last chunk carries finishReason and the final usageMetadata; no end marker. Function-call ids: "fc_mock1".
 
 A ``Script`` queued with ``enqueue()`` replaces all of that (auth included) for the next request to its path.
 """
@@ -45,7 +55,7 @@ from typing import Any, Literal, Self
 
 from aiohttp import web
 
-Provider = Literal["openai", "anthropic"]
+Provider = Literal["openai", "anthropic", "gemini"]
 SSEEvent = tuple[str | None, dict[str, Any] | str]
 """One SSE event: the ``event:`` name (None for none) and its data; a dict is JSON-encoded, a str sent verbatim."""
 
@@ -58,6 +68,8 @@ TOKENS_PER_TOOL_CALL = 5
 AUDIO_BYTES_PER_SECOND = 16000
 SPEECH_BYTES_PER_CHARACTER = 100
 IMAGE_OUTPUT_TOKENS = 272
+GEMINI_MODELS = {"gemini-2.5-flash": "Gemini 2.5 Flash", "gemini-2.5-pro": "Gemini 2.5 Pro"}
+GEMINI_PATH_PREFIX = "/v1beta/models/"
 OPENAI_MODELS = ("gpt-4o-mini", "gpt-4.1", "o4-mini", "text-embedding-3-small", "gpt-image-1", "whisper-1")
 ANTHROPIC_MODELS = {"claude-sonnet-4-5": "Claude Sonnet 4.5", "claude-haiku-4-5": "Claude Haiku 4.5"}
 # A valid 1x1 transparent PNG.
@@ -84,6 +96,17 @@ _ANTHROPIC_ERROR_TYPES = {
     429: "rate_limit_error",
     504: "timeout_error",
     529: "overloaded_error",
+}
+# google.rpc.Code names Gemini puts in error.status.
+_GEMINI_STATUSES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
 }
 _AUDIO_CONTENT_TYPES = {
     "mp3": "audio/mpeg",
@@ -132,6 +155,11 @@ class Script:
         retry_after: float | None = None,
     ) -> Script:
         """A provider-shaped error body (§5.1); ``type`` defaults from the status (§5.2)."""
+        if provider == "gemini":
+            status_name = type or _GEMINI_STATUSES.get(status, "INTERNAL" if status >= 500 else "INVALID_ARGUMENT")
+            body = {"error": {"code": status, "message": message, "status": status_name}}
+            headers = {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}
+            return cls(status=status, headers=headers, json=body)
         if provider == "anthropic":
             error_type = type or _ANTHROPIC_ERROR_TYPES.get(
                 status, "api_error" if status >= 500 else "invalid_request_error"
@@ -156,6 +184,7 @@ class RecordedRequest:
     body: bytes
     json: dict[str, Any] | None = None
     form: dict[str, str | bytes] = field(default_factory=dict)
+    query: dict[str, str] = field(default_factory=dict)
     response_usage: dict[str, Any] | None = None
     disconnected: bool = False
     completed: bool = False
@@ -341,6 +370,8 @@ class MockUpstream:
                 return Script.error(401, provider=provider, message="invalid x-api-key")
             return Script.error(401, message="Incorrect API key provided.", code="invalid_api_key")
         route = self._routes.get((record.method, record.path))
+        if provider == "gemini":
+            route = self._gemini_route(record)
         if route is None:
             return Script.error(404, provider=provider, message=f"Unknown endpoint: {record.method} {record.path}")
         try:
@@ -352,6 +383,8 @@ class MockUpstream:
             return Script.error(400, provider=provider, message=f"Malformed request body: {exc!r}")
 
     def _is_authorized(self, record: RecordedRequest, provider: Provider) -> bool:
+        if provider == "gemini":
+            return record.headers.get("x-goog-api-key") == self.api_key
         bearer_ok = record.headers.get("authorization") == f"Bearer {self.api_key}"
         api_key = record.headers.get("x-api-key")
         if provider == "anthropic" and api_key is not None:
@@ -468,6 +501,8 @@ class MockUpstream:
         return Script(raw=audio, headers={"Content-Type": content_type})
 
     def _models(self, record: RecordedRequest) -> Script:
+        if _provider_for(record) == "gemini":
+            return self._gemini_models(record)
         if _provider_for(record) == "anthropic":
             models = [
                 {"type": "model", "id": model_id, "display_name": name, "created_at": "2025-09-29T00:00:00Z"}
@@ -480,6 +515,47 @@ class MockUpstream:
             for model_id in OPENAI_MODELS
         ]
         return Script(json={"object": "list", "data": models})
+
+    # -- Gemini ------------------------------------------------------------------------------------------------
+
+    def _gemini_route(self, record: RecordedRequest) -> Callable[[RecordedRequest], Script] | None:
+        if record.method == "GET" and record.path == GEMINI_PATH_PREFIX.rstrip("/"):
+            return self._gemini_models
+        method = record.path.rpartition(":")[2]
+        if record.method == "POST" and method in ("generateContent", "streamGenerateContent"):
+            return self._gemini_generate
+        return None
+
+    def _gemini_models(self, record: RecordedRequest) -> Script:
+        models = [
+            {"name": f"models/{model_id}", "displayName": name, "inputTokenLimit": 1_048_576,
+             "outputTokenLimit": 65_536, "supportedGenerationMethods": ["generateContent", "countTokens"]}
+            for model_id, name in GEMINI_MODELS.items()
+        ]  # fmt: skip
+        return Script(json={"models": models})
+
+    def _gemini_generate(self, record: RecordedRequest) -> Script:
+        body = _json_body(record, "contents")
+        _gemini_validate(body)
+        model = record.path[len(GEMINI_PATH_PREFIX) :].rpartition(":")[0]
+        config = body.get("generationConfig") or {}
+        thinking = config.get("thinkingConfig") or {}
+        prompt_tokens = _gemini_prompt_tokens(body)
+        reply = _plan_reply(
+            user_text=_gemini_user_text(body["contents"]),
+            tool_call=self._tool_call("fc_mock", _gemini_tool_to_call(body)),
+            reasoning=bool(thinking.get("includeThoughts")) and thinking.get("thinkingBudget") != 0,
+            stop_sequences=config.get("stopSequences") or [],
+            max_words=config.get("maxOutputTokens"),
+            prompt_tokens=prompt_tokens,
+            cached_tokens=prompt_tokens // 2 if body.get("cachedContent") else 0,
+        )
+        response_id = self._new_id("resp_mock")
+        if record.path.endswith(":streamGenerateContent"):
+            if record.query.get("alt") != "sse":
+                raise _InvalidRequestError("this mock only streams with alt=sse")
+            return Script(sse=_gemini_chunks(reply, model=model, response_id=response_id))
+        return Script(json=_gemini_response(reply, model=model, response_id=response_id))
 
     # -- response writing --------------------------------------------------------------------------------------
 
@@ -576,6 +652,8 @@ def _merge_usage(usage: dict[str, Any] | None, data: dict[str, Any] | str) -> di
         return usage
     message = data.get("message")
     found = message.get("usage") if isinstance(message, dict) else data.get("usage")
+    if found is None:
+        found = data.get("usageMetadata")  # Gemini: cumulative, the last chunk's is final
     if not isinstance(found, dict):
         return usage
     return {**(usage or {}), **{key: value for key, value in found.items() if value is not None}}
@@ -584,7 +662,9 @@ def _merge_usage(usage: dict[str, Any] | None, data: dict[str, Any] | str) -> di
 async def _record_request(request: web.Request) -> RecordedRequest:
     body = await request.read()
     headers = {name.lower(): value for name, value in request.headers.items()}
-    record = RecordedRequest(method=request.method, path=request.path, headers=headers, body=body)
+    record = RecordedRequest(
+        method=request.method, path=request.path, headers=headers, body=body, query=dict(request.query)
+    )
     if request.content_type == "multipart/form-data":
         record.form = _parse_multipart(headers["content-type"], body)
     elif body:
@@ -611,6 +691,8 @@ def _provider_for(record: RecordedRequest) -> Provider:
     """Which provider's shape answers this request: by endpoint, else by the anthropic-version header (§5.1)."""
     if record.path in _ANTHROPIC_PATHS:
         return "anthropic"
+    if record.path.startswith(GEMINI_PATH_PREFIX.rstrip("/")):
+        return "gemini"
     if record.path in _OPENAI_PATHS:
         return "openai"
     return "anthropic" if "anthropic-version" in record.headers else "openai"
@@ -981,4 +1063,136 @@ def _anthropic_events(reply: _Reply, *, message_id: str, model: str) -> list[SSE
     delta = {"stop_reason": message["stop_reason"], "stop_sequence": message["stop_sequence"]}
     events.append(_anthropic_event("message_delta", delta=delta, usage=usage))
     events.append(_anthropic_event("message_stop"))
+    return events
+
+
+# -- Gemini generateContent (generativelanguage v1beta) ---------------------------------------------------------
+
+_GEMINI_FINISH_REASONS = {"end": "STOP", "stop_sequence": "STOP", "length": "MAX_TOKENS", "tool": "STOP"}
+
+
+def _gemini_parts(content: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(content.get("parts") or [])
+
+
+def _gemini_texts(parts: list[dict[str, Any]]) -> list[str]:
+    texts = [part["text"] for part in parts if isinstance(part.get("text"), str) and not part.get("thought")]
+    for part in parts:
+        response = (part.get("functionResponse") or {}).get("response") or {}
+        texts += [value for value in response.values() if isinstance(value, str)]
+    return texts
+
+
+def _gemini_prompt_tokens(body: dict[str, Any]) -> int:
+    system = body.get("systemInstruction")
+    contents = ([system] if system else []) + body["contents"]
+    return sum(sum(_words(text) for text in _gemini_texts(_gemini_parts(c))) + TOKENS_PER_MESSAGE for c in contents)
+
+
+def _gemini_validate(body: dict[str, Any]) -> None:
+    """The checks gateways trip over: roles, empty parts, function responses without a matching call."""
+    contents = body["contents"]
+    if not isinstance(contents, list) or not contents:
+        raise _InvalidRequestError("* GenerateContentRequest.contents: contents is not specified")
+    called: set[str] = set()
+    for index, content in enumerate(contents):
+        if content.get("role") not in ("user", "model"):
+            raise _InvalidRequestError(f"Please use a valid role: user, model. (contents[{index}])")
+        parts = _gemini_parts(content)
+        if not parts:
+            raise _InvalidRequestError(f"* GenerateContentRequest.contents[{index}].parts: contents.parts must not be empty.")
+        for part in parts:
+            if "functionCall" in part:
+                called.add(part["functionCall"]["name"])
+            if "functionResponse" in part and part["functionResponse"]["name"] not in called:
+                raise _InvalidRequestError(
+                    f"* GenerateContentRequest.contents[{index}]: functionResponse has no preceding functionCall"
+                )
+            if "text" in part and not isinstance(part["text"], str):
+                raise _InvalidRequestError(f"* GenerateContentRequest.contents[{index}].parts: text must be a string")
+
+
+def _gemini_user_text(contents: list[dict[str, Any]]) -> str:
+    for content in reversed(contents):
+        parts = _gemini_parts(content)
+        if content["role"] == "user" and not all("functionResponse" in part for part in parts):
+            return " ".join(part["text"] for part in parts if isinstance(part.get("text"), str))
+    return ""
+
+
+def _gemini_tool_to_call(body: dict[str, Any]) -> str | None:
+    declarations = [d for tool in body.get("tools") or [] for d in tool.get("functionDeclarations") or []]
+    config = (body.get("toolConfig") or {}).get("functionCallingConfig") or {}
+    if not declarations or config.get("mode") == "NONE":
+        return None
+    last = body["contents"][-1]
+    if last["role"] == "user" and any("functionResponse" in part for part in _gemini_parts(last)):
+        return None
+    allowed = config.get("allowedFunctionNames") or []
+    return str(allowed[0] if config.get("mode") == "ANY" and allowed else declarations[0]["name"])
+
+
+def _gemini_usage(reply: _Reply, *, final: bool = True, text_words: int | None = None) -> dict[str, Any]:
+    candidates = (_words(reply.text) if text_words is None else text_words) + (
+        TOKENS_PER_TOOL_CALL if reply.tool_call and final else 0
+    )
+    thoughts = _words(reply.reasoning or "")
+    usage: dict[str, Any] = {"promptTokenCount": reply.prompt_tokens, "candidatesTokenCount": candidates}
+    if thoughts:
+        usage["thoughtsTokenCount"] = thoughts
+    if reply.cached_tokens:
+        usage["cachedContentTokenCount"] = reply.cached_tokens
+    usage["totalTokenCount"] = reply.prompt_tokens + candidates + thoughts
+    return usage
+
+
+def _gemini_reply_parts(reply: _Reply) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    if reply.reasoning:
+        parts.append({"text": reply.reasoning, "thought": True})
+    if reply.text:
+        parts.append({"text": reply.text})
+    if reply.tool_call:
+        call = reply.tool_call
+        parts.append({
+            "functionCall": {"id": call.id, "name": call.name, "args": json.loads(call.arguments)},
+            "thoughtSignature": "c2lnX21vY2tfZ2VtaW5p",
+        })  # fmt: skip
+    return parts
+
+
+def _gemini_response(reply: _Reply, *, model: str, response_id: str) -> dict[str, Any]:
+    candidate = {
+        "content": {"role": "model", "parts": _gemini_reply_parts(reply)},
+        "finishReason": _GEMINI_FINISH_REASONS[reply.stop],
+        "index": 0,
+    }
+    return {
+        "candidates": [candidate],
+        "usageMetadata": _gemini_usage(reply),
+        "modelVersion": model,
+        "responseId": response_id,
+    }
+
+
+def _gemini_chunks(reply: _Reply, *, model: str, response_id: str) -> list[SSEEvent | Delay]:
+    """Thought, then text word by word, each chunk with running usage; the last one adds finishReason."""
+    head = {"modelVersion": model, "responseId": response_id}
+
+    def chunk(parts: list[dict[str, Any]], usage: dict[str, Any], finish: str | None = None) -> SSEEvent:
+        candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
+        if finish:
+            candidate["finishReason"] = finish
+        return None, {"candidates": [candidate], "usageMetadata": usage, **head}
+
+    events: list[SSEEvent | Delay] = []
+    if reply.reasoning:
+        events.append(chunk([{"text": reply.reasoning, "thought": True}], _gemini_usage(reply, final=False, text_words=0)))
+    pieces = _word_pieces(reply.text)
+    for position, piece in enumerate(pieces[:-1] if not reply.tool_call else pieces, start=1):
+        events.append(chunk([{"text": piece}], _gemini_usage(reply, final=False, text_words=position)))
+    last_parts = [part for part in _gemini_reply_parts(reply) if "functionCall" in part]
+    if pieces and not reply.tool_call:
+        last_parts = [{"text": pieces[-1]}]
+    events.append(chunk(last_parts, _gemini_usage(reply), _GEMINI_FINISH_REASONS[reply.stop]))
     return events

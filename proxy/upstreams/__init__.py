@@ -3,9 +3,10 @@
 from catalog.snapshot import ProviderSpec
 from proxy.upstreams.anthropic import AnthropicUpstream
 from proxy.upstreams.echo import EchoUpstream
+from proxy.upstreams.gemini import GeminiUpstream
 from proxy.upstreams.openai import OpenAIUpstream
 
-_CLIENTS = {"openai": OpenAIUpstream, "anthropic": AnthropicUpstream, "echo": EchoUpstream}
+_CLIENTS = {"openai": OpenAIUpstream, "anthropic": AnthropicUpstream, "gemini": GeminiUpstream, "echo": EchoUpstream}
 
 
 def upstream_for(provider: ProviderSpec):

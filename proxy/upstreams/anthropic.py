@@ -16,8 +16,9 @@ class AnthropicUpstream:
     def _headers(self, beta: str | None) -> dict[str, str]:
         headers = dict(self.provider.extra_headers)
         headers["anthropic-version"] = ANTHROPIC_VERSION
-        if self.provider.api_key:
-            headers["x-api-key"] = self.provider.api_key
+        api_key = self.provider.next_api_key()  # round-robin over the provider's keys
+        if api_key:
+            headers["x-api-key"] = api_key
         if beta:
             headers["anthropic-beta"] = beta
         return headers

@@ -17,8 +17,9 @@ class OpenAIUpstream:
 
     def _headers(self) -> dict[str, str]:
         headers = dict(self.provider.extra_headers)
-        if self.provider.api_key:
-            headers["Authorization"] = f"Bearer {self.provider.api_key}"
+        api_key = self.provider.next_api_key()  # round-robin over the provider's keys
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
         return headers
 
     async def _post(self, path: str, **kwargs) -> http.UpstreamReply:

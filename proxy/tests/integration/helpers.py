@@ -178,7 +178,9 @@ def assert_billed_once(tenant, cost_nanos: int, *, wait: bool = True):
     assert len(events) == 1, events
     event = events[0]
     assert event.cost_nanos == cost_nanos
-    entries = list(LedgerEntry.objects.filter(org_id=tenant.org.id, kind="usage").values_list("amount_nanos", "request_id"))
+    entries = list(
+        LedgerEntry.objects.filter(org_id=tenant.org.id, kind="usage").values_list("amount_nanos", "request_id")
+    )
     assert entries == [(-cost_nanos, event.request_id)]
     balance = Balance.objects.get(org_id=tenant.org.id)
     assert (balance.balance_nanos, balance.held_nanos) == (START_BALANCE_NANOS - cost_nanos, 0)

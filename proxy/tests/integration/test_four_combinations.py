@@ -27,7 +27,7 @@ from proxy.tests.integration.helpers import (
     upstream_tokens,
     usd,
 )
-from proxy.tests.mock_upstream import TINY_PNG_BASE64
+from proxy.tests.mock_upstream import TINY_PNG_BASE64, Script
 
 pytestmark = [pytest.mark.integration, pytest.mark.embedded]
 
@@ -138,7 +138,7 @@ async def test_plain_text_with_async_clients(gateway, case, protocol, model):
     else:
         async with gateway.async_anthropic() as client:
             raw = await client.messages.with_raw_response.create(model=model, max_tokens=50, messages=HELLO)
-            result = raw.parse()
+            result = await raw.parse()  # the anthropic SDK's async raw response parses asynchronously
         text, usage = result.content[0].text, anthropic_usage_numbers(result.usage)
 
     # then
@@ -308,8 +308,9 @@ def test_stop_sequences(gateway, case, protocol, model):
     ],
 )  # fmt: skip
 def test_sampling_parameters_are_forwarded(gateway, case, protocol, model, params, forwarded, absent):
-    # when
-    _, result = _ask(gateway, protocol, model, messages=HELLO, **params)
+    # when: the 2026 Anthropic SDK has no sampling arguments any more; they still exist on the wire
+    kwargs = params if protocol == "openai" else {"extra_body": params}
+    _, result = _ask(gateway, protocol, model, messages=HELLO, **kwargs)
 
     # then
     (upstream,) = gateway.mock.requests
@@ -335,7 +336,7 @@ def test_output_cap_ends_with_length(gateway, case, protocol, model, params, ups
 
     # then
     (upstream,) = gateway.mock.requests
-    assert upstream.json[upstream_field] == 2
+    assert upstream.json.get(upstream_field) == 2
     assert _answer_text(protocol, result) == "Echo: hello"
     assert _stop(protocol, result) == ("length" if protocol == "openai" else "max_tokens")
     assert_billed_once(gateway.tenant, token_cost_nanos(model, Tokens(input=12, output=2)))
@@ -529,9 +530,9 @@ def test_anthropic_only_fields_are_not_sent_to_an_openai_upstream(gateway):
         model="gpt-test",
         max_tokens=50,
         messages=HELLO,
-        top_k=5,
         service_tier="auto",
         metadata={"user_id": "user-123"},
+        extra_body={"top_k": 5},
     )
 
     # then
@@ -564,3 +565,35 @@ def test_openai_body_on_the_wire_is_relayed_with_only_the_model_changed(gateway)
     assert tokens.cache_read == 6
     assert response.json()["usage"]["prompt_tokens_details"] == {"cached_tokens": 6}
     assert_billed_once(gateway.tenant, token_cost_nanos("gpt-test", tokens))
+
+
+# -- stop reasons without a text answer (§3.1, §3.3, §3.4, edge case 36) ---------------------------------------
+
+
+def test_anthropic_refusal_with_no_content_reaches_an_openai_client_as_content_filter(gateway):
+    # given
+    gateway.mock.enqueue("/v1/messages", Script(json={
+        "id": "msg_r", "type": "message", "role": "assistant", "model": "claude-upstream-1", "content": [],
+        "stop_reason": "refusal", "stop_sequence": None, "usage": {"input_tokens": 12, "output_tokens": 0}}))  # fmt: skip
+
+    # when
+    completion = gateway.openai().chat.completions.create(model="claude-test", messages=HELLO)
+
+    # then: an empty message is "" (not null without tool calls)
+    assert (completion.choices[0].message.content, completion.choices[0].finish_reason) == ("", "content_filter")
+    assert_billed_once(gateway.tenant, token_cost_nanos("claude-test", Tokens(input=12)))
+
+
+def test_openai_content_filter_with_empty_content_reaches_an_anthropic_client_as_refusal(gateway):
+    # given
+    gateway.mock.enqueue("/v1/chat/completions", Script(json={
+        "id": "chatcmpl-r", "object": "chat.completion", "created": 1, "model": "gpt-upstream-1",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": ""}, "finish_reason": "content_filter"}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 0, "total_tokens": 12}}))  # fmt: skip
+
+    # when
+    message = gateway.anthropic().messages.create(model="gpt-test", max_tokens=50, messages=HELLO)
+
+    # then: no empty text block (it would 400 when replayed)
+    assert (message.content, message.stop_reason) == ([], "refusal")
+    assert_billed_once(gateway.tenant, token_cost_nanos("gpt-test", Tokens(input=12)))

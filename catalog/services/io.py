@@ -1,14 +1,21 @@
-"""Every write to the catalog. `catalog_load` is the one path for YAML/JSON imports."""
+"""Catalog import/export in the ARCHITECTURE.md format: `catalog_load` is the one path for YAML/JSON.
+
+A dump loads back unchanged: every field the loader reads is written when it differs from its
+default, and loading an unchanged price adds no price row.
+"""
 
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.db import transaction
+from django.utils import timezone
 
+from accounts.models import Organization
 from billing.money import MoneyError, nanos_to_usd, usd_to_nanos
-from catalog import snapshot
-from catalog.crypto import decrypt_secret, encrypt_secret
-from catalog.models import Model, Price, Provider, Route
+from catalog.crypto import decrypt_secret, encrypt_secret, mask_secret
+from catalog.models import Model, Price, Provider, ProviderKey, Route
+from catalog.services.audit import audit_record, catalog_changed
+from catalog.services.models import price_as_usd
 
 # YAML price key -> Price field. Token prices are USD per 1M tokens.
 PRICE_FIELDS = {
@@ -20,10 +27,19 @@ PRICE_FIELDS = {
     "audio_minute": "audio_minute_nanos",
     "characters": "character_nanos_per_mchar",
 }
+# YAML `cost:` mapping key -> Price field: what the provider charges us, USD per 1M tokens.
+COST_FIELDS = {
+    "input": "cost_input_nanos_per_mtok",
+    "output": "cost_output_nanos_per_mtok",
+    "cache_read": "cost_cache_read_nanos_per_mtok",
+    "cache_write": "cost_cache_write_nanos_per_mtok",
+}
 MODEL_FIELDS = (
     "display_name", "description", "mode", "context_window", "max_output_tokens", "thinking",
-    "supports_tools", "supports_vision", "structured_output", "is_enabled",
+    "supports_tools", "supports_vision", "structured_output", "supports_audio", "supports_images",
+    "visibility", "is_enabled",
 )  # fmt: skip
+ROUTE_CAPS = ("max_concurrency", "rpm_limit")
 PROVIDER_KINDS = {choice.value for choice in Provider.Kind}
 
 
@@ -53,13 +69,7 @@ def _price_nanos(value, *, where: str) -> int:
     return nanos
 
 
-def provider_set_api_key(*, provider: Provider, api_key: str) -> None:
-    provider.api_key_encrypted = encrypt_secret(api_key)
-    provider.save(update_fields=["api_key_encrypted", "updated_at"])
-    transaction.on_commit(snapshot.catalog_invalidate)
-
-
-def _load_provider(data: dict, result: LoadResult) -> Provider:
+def _load_provider(data: dict, result: LoadResult, actor) -> Provider:
     name = data.get("name")
     if not name:
         raise CatalogError("every provider needs a name")
@@ -80,14 +90,39 @@ def _load_provider(data: dict, result: LoadResult) -> Provider:
         "is_enabled": data.get("enabled", True),
     }
     provider, created = Provider.objects.update_or_create(name=name, defaults=defaults)
-    if "api_key" in data and (data["api_key"] or "") != decrypt_secret(provider.api_key_encrypted):
-        provider.api_key_encrypted = encrypt_secret(data["api_key"] or "")
+    keys = data.get("api_keys")
+    if keys is not None and (not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys)):
+        raise CatalogError(f"provider {name}: api_keys must be a list of non-empty strings")
+    primary = keys[0] if keys else data.get("api_key")
+    if (keys is not None or "api_key" in data) and (primary or "") != decrypt_secret(provider.api_key_encrypted):
+        before = decrypt_secret(provider.api_key_encrypted)
+        provider.api_key_encrypted = encrypt_secret(primary or "")
         provider.save(update_fields=["api_key_encrypted"])
+        audit_record(actor=actor, action="key.set", target=provider,
+                     before={"key": mask_secret(before) if before else None},
+                     after={"key": mask_secret(primary) if primary else None})  # fmt: skip
+    if keys is not None:
+        _load_extra_keys(provider, keys[1:], actor)
     (result.providers_created if created else result.providers_updated).append(name)
     return provider
 
 
-def _load_model(data: dict, providers: dict[str, Provider], result: LoadResult) -> None:
+def _load_extra_keys(provider: Provider, wanted: list[str], actor) -> None:
+    """Make the provider's rotation keys exactly `wanted` (compared decrypted, audited masked)."""
+    existing = {decrypt_secret(key.key_encrypted): key for key in provider.keys.all()}
+    for secret, key in existing.items():
+        if secret not in wanted:
+            audit_record(actor=actor, action="key.remove", target=provider, before={"key": key.key_hint})
+            key.delete()
+    for secret in wanted:
+        if secret not in existing:
+            ProviderKey.objects.create(
+                provider=provider, key_encrypted=encrypt_secret(secret), key_hint=mask_secret(secret)
+            )
+            audit_record(actor=actor, action="key.add", target=provider, after={"key": mask_secret(secret)})
+
+
+def _load_model(data: dict, providers: dict[str, Provider], result: LoadResult, actor) -> None:
     name = data.get("name")
     if not name:
         raise CatalogError("every model needs a name")
@@ -96,8 +131,22 @@ def _load_model(data: dict, providers: dict[str, Provider], result: LoadResult) 
         defaults["is_enabled"] = data["enabled"]
     if "thinking" in data and data["thinking"] in (None, False, "none"):
         defaults["thinking"] = ""
+    if "aliases" in data:
+        aliases = data["aliases"] or []
+        if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
+            raise CatalogError(f"model {name}: aliases must be a list of strings")
+        defaults["aliases"] = aliases
+    if defaults.get("visibility", Model.Visibility.PUBLIC) not in Model.Visibility.values:
+        raise CatalogError(f"model {name}: visibility must be one of {Model.Visibility.values}")
     model, created = Model.objects.update_or_create(name=name, defaults=defaults)
     (result.models_created if created else result.models_updated).append(name)
+    if "organizations" in data:
+        slugs = data["organizations"] or []
+        orgs = list(Organization.objects.filter(slug__in=slugs))
+        missing = sorted(set(slugs) - {org.slug for org in orgs})
+        if missing:
+            raise CatalogError(f"model {name}: unknown organisations {missing}")
+        model.organizations.set(orgs)
 
     routes = data.get("routes")
     if routes is None:
@@ -117,38 +166,50 @@ def _load_model(data: dict, providers: dict[str, Provider], result: LoadResult) 
                 "priority": route.get("priority", position),
                 "weight": route.get("weight", 1),
                 "is_enabled": route.get("enabled", True),
+                **{cap: route.get(cap) for cap in ROUTE_CAPS},
             },
         )
         keep.append(obj.pk)
     model.routes.exclude(pk__in=keep).delete()
 
-    prices = {
-        field_name: _price_nanos(data[key], where=f"model {name}, price {key}")
+    cost = data.get("cost") or {}
+    if not isinstance(cost, dict) or set(cost) - set(COST_FIELDS):
+        raise CatalogError(f"model {name}: cost must be a mapping of {sorted(COST_FIELDS)}")
+    wanted = {
+        field_name: _price_nanos(data[key], where=f"model {name}, price {key}") if data.get(key) is not None else 0
         for key, field_name in PRICE_FIELDS.items()
-        if data.get(key) is not None
     }
-    current = model.prices.order_by("-effective_from").first()
-    wanted = {field_name: prices.get(field_name, 0) for field_name in PRICE_FIELDS.values()}
+    wanted.update({
+        field_name: _price_nanos(cost[key], where=f"model {name}, cost {key}") if cost.get(key) is not None else 0
+        for key, field_name in COST_FIELDS.items()
+    })  # fmt: skip
+    current = model.prices.filter(effective_from__lte=timezone.now()).order_by("-effective_from", "-id").first()
     if current is None or any(getattr(current, f) != v for f, v in wanted.items()):
         # Prices are history: a change adds a row effective now, earlier usage keeps its price.
-        Price.objects.create(model=model, **wanted)
+        price = Price.objects.create(model=model, **wanted)
         if current is not None:
             result.prices_changed.append(name)
+        audit_record(actor=actor, action="price.set", target=model, before=price_as_usd(current),
+                     after=price_as_usd(price))  # fmt: skip
 
 
 @transaction.atomic
-def catalog_load(data: dict) -> LoadResult:
+def catalog_load(data: dict, *, actor="loadcatalog") -> LoadResult:
     """Upsert providers and models (by name) from the catalog format of ARCHITECTURE.md."""
     if not isinstance(data, dict):
         raise CatalogError("the catalog must be a mapping with `providers` and `models` lists")
     result = LoadResult()
     providers = {}
     for item in data.get("providers") or []:
-        provider = _load_provider(item, result)
+        if not isinstance(item, dict):
+            raise CatalogError("every provider must be a mapping")
+        provider = _load_provider(item, result, actor)
         providers[provider.name] = provider
     for item in data.get("models") or []:
-        _load_model(item, providers, result)
-    transaction.on_commit(snapshot.catalog_invalidate)
+        if not isinstance(item, dict):
+            raise CatalogError("every model must be a mapping")
+        _load_model(item, providers, result, actor)
+    catalog_changed()
     return result
 
 
@@ -164,8 +225,13 @@ def catalog_dump(*, include_secrets: bool = False) -> dict:
         item = {"name": provider.name, "kind": provider.kind, "base_url": provider.base_url}
         if provider.api_key_env:
             item["api_key_env"] = provider.api_key_env
-        if include_secrets and provider.api_key_encrypted:
-            item["api_key"] = decrypt_secret(provider.api_key_encrypted)
+        if include_secrets:
+            extra = [decrypt_secret(key.key_encrypted) for key in provider.keys.order_by("id")]
+            primary = decrypt_secret(provider.api_key_encrypted)
+            if extra:
+                item["api_keys"] = [primary, *extra] if primary else extra
+            elif primary:
+                item["api_key"] = primary
         for key, attr in (("extra_headers", "extra_headers"), ("options", "options")):
             if getattr(provider, attr):
                 item[key] = getattr(provider, attr)
@@ -178,28 +244,40 @@ def catalog_dump(*, include_secrets: bool = False) -> dict:
         providers.append(item)
 
     models = []
-    for model in Model.objects.order_by("name").prefetch_related("routes__provider", "prices"):
+    now = timezone.now()
+    for model in Model.objects.order_by("name").prefetch_related("routes__provider", "prices", "organizations"):
         item: dict = {"name": model.name}
+        if model.aliases:
+            item["aliases"] = list(model.aliases)
         for key in MODEL_FIELDS:
             value = getattr(model, key)
             default = Model._meta.get_field(key).get_default()
             if value != default and value not in (None, ""):
                 item["enabled" if key == "is_enabled" else key] = value
+        orgs = sorted(org.slug for org in model.organizations.all())
+        if orgs:
+            item["organizations"] = orgs
         routes = list(model.routes.all())
-        if len(routes) == 1 and routes[0].priority == 1 and routes[0].weight == 1 and routes[0].is_enabled:
+        plain = all(getattr(r, cap) is None for r in routes for cap in ROUTE_CAPS)
+        if len(routes) == 1 and routes[0].priority == 1 and routes[0].weight == 1 and routes[0].is_enabled and plain:
             item["provider"] = routes[0].provider.name
             item["upstream_model"] = routes[0].upstream_model
         else:
             item["routes"] = [
                 {"provider": r.provider.name, "upstream_model": r.upstream_model, "priority": r.priority,
-                 "weight": r.weight, **({} if r.is_enabled else {"enabled": False})}
+                 "weight": r.weight, **({} if r.is_enabled else {"enabled": False}),
+                 **{cap: getattr(r, cap) for cap in ROUTE_CAPS if getattr(r, cap) is not None}}
                 for r in routes
             ]  # fmt: skip
-        price = max(model.prices.all(), key=lambda p: p.effective_from, default=None)
+        in_force = [p for p in model.prices.all() if p.effective_from <= now]
+        price = max(in_force, key=lambda p: (p.effective_from, p.id), default=None)
         if price is not None:
             for key, field_name in PRICE_FIELDS.items():
                 nanos = getattr(price, field_name)
                 if nanos or key in ("input", "output"):
                     item[key] = _usd(nanos)
+            cost = {key: _usd(getattr(price, f)) for key, f in COST_FIELDS.items() if getattr(price, f)}
+            if cost:
+                item["cost"] = cost
         models.append(item)
     return {"providers": providers, "models": models}

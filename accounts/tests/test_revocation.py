@@ -1,0 +1,87 @@
+"""Revocation reaches the gateway: at once in-process, within ~1 s via Redis, within the TTL otherwise."""
+
+import time
+
+import openai
+import pytest
+from django.conf import settings as django_settings
+from django.utils import timezone
+
+from accounts import keycache, shared_state
+from accounts.models import ApiKey
+from accounts.services import apikey_disable
+
+pytestmark = [pytest.mark.integration]
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+def _ok(client) -> bool:
+    try:
+        client.chat.completions.create(model="demo-echo", messages=MESSAGES, max_tokens=5)
+        return True
+    except openai.AuthenticationError:
+        return False
+
+
+def _revoke_behind_the_cache(api_key: ApiKey) -> None:
+    """What another process's revocation looks like to this one: the row changes, nothing is invalidated here."""
+    ApiKey.objects.filter(pk=api_key.pk).update(revoked_at=timezone.now())
+
+
+def _seconds_until_refused(client, limit_s: float) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < limit_s:
+        if not _ok(client):
+            return time.monotonic() - started
+        time.sleep(0.05)
+    raise AssertionError(f"key still accepted after {limit_s}s")
+
+
+@pytest.mark.embedded
+def test_revocation_in_this_process_is_immediate(gateway, settings):
+    settings.RUAPI_KEY_CACHE_TTL = 60.0
+    client = gateway.openai()
+    assert _ok(client)
+    apikey_disable(org=gateway.tenant.org, api_key=gateway.tenant.api_key)
+    assert not _ok(client)
+
+
+@pytest.mark.embedded
+def test_without_redis_another_process_revocation_takes_at_most_the_ttl(gateway, settings):
+    # given: a process trusting its cached key for 1.5 s
+    settings.RUAPI_KEY_CACHE_TTL = 1.5
+    settings.REDIS_URL = ""
+    client = gateway.openai()
+    assert _ok(client)
+    # when
+    _revoke_behind_the_cache(gateway.tenant.api_key)
+    # then: still served from the cache for a moment, refused within the TTL
+    assert _ok(client)
+    assert _seconds_until_refused(client, limit_s=3.0) <= 1.5 + 0.5
+
+
+@pytest.mark.skipif(not django_settings.REDIS_URL, reason="needs REDIS_URL")
+def test_with_redis_a_published_revocation_takes_about_a_second(gateway, settings):
+    # given: a long cache TTL, so only the Redis version can make the process forget the key
+    settings.RUAPI_KEY_CACHE_TTL = 60.0
+    client = gateway.openai()
+    assert _ok(client)
+    _revoke_behind_the_cache(gateway.tenant.api_key)
+    time.sleep(1.2)
+    assert _ok(client), "without a published change the cached key is still trusted"
+    # when: the other process publishes its change (what keycache.publish_change does there)
+    shared_state.sync_client().incr(keycache.VERSION_KEY)
+    # then
+    assert _seconds_until_refused(client, limit_s=3.0) <= django_settings.RUAPI_KEY_VERSION_CHECK_INTERVAL + 0.3
+
+
+@pytest.mark.skipif(not django_settings.REDIS_URL, reason="needs REDIS_URL")
+def test_apikey_disable_publishes_to_redis(transactional_db):
+    from accounts.tests.factories import OrgFactory, key_for
+
+    client = shared_state.sync_client()
+    before = int(client.get(keycache.VERSION_KEY) or 0)
+    issued = key_for(OrgFactory())
+    apikey_disable(org=issued.api_key.org, api_key=issued.api_key)
+    assert int(client.get(keycache.VERSION_KEY)) == before + 1

@@ -1,0 +1,331 @@
+"""Results rendering: the Markdown table of a run (latest.md) and the py-spy profile summary."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+TARGETS = ("direct", "ruapi", "litellm")
+NAMES = {"direct": "direct", "ruapi": "RuAPI", "litellm": "LiteLLM"}
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    return f"{value:.{digits}f}"
+
+
+def times(value: float | None) -> str:
+    """A ratio with two significant digits when small (0.0013×), two decimals otherwise."""
+    if value is None:
+        return "–"
+    return f"{value:.2g}×" if abs(value) < 0.1 else f"{value:.2f}×"
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+@dataclass
+class Row:
+    label: str
+    values: dict[str, float | None]
+    digits: int = 2
+    # RuAPI vs LiteLLM: "ratio" (RuAPI / LiteLLM) and the goal as (operator, bound)
+    goal: tuple[str, float] | None = None
+    goal_text: str = ""
+    percent: bool = False
+
+    def cells(self) -> list[str]:
+        def show(v: float | None) -> str:
+            return "–" if v is None else (f"{v:.1%}" if self.percent else fmt(v, self.digits))
+
+        ruapi, litellm, direct = self.values.get("ruapi"), self.values.get("litellm"), self.values.get("direct")
+        vs_litellm = ratio(ruapi, litellm)
+        vs_direct = ratio(ruapi, direct)
+        met = "–"
+        if self.goal and vs_litellm is not None:
+            op, bound = self.goal
+            met = "yes" if (vs_litellm <= bound if op == "<=" else vs_litellm >= bound) else "**no**"
+        elif self.goal_text.startswith("100") and ruapi is not None:
+            met = "yes" if ruapi >= 0.9999 else "**no**"
+        return [
+            self.label, show(direct), show(ruapi), show(litellm),
+            times(vs_litellm), times(vs_direct),
+            self.goal_text or "–", met,
+        ]  # fmt: skip
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown(results: dict) -> str:
+    meta, med = results["meta"], results["medians"]
+
+    def get(scenario: str, key: str, leg: int = 0) -> dict[str, float | None]:
+        per_target = med.get(scenario, {}).get(str(leg), {})
+        return {t: per_target.get(t, {}).get(key) for t in TARGETS}
+
+    def added(scenario: str, key: str) -> dict[str, float | None]:
+        values = get(scenario, key)
+        direct = values.get("direct")
+        return {t: (None if v is None or direct is None else v - direct) for t, v in values.items() if t != "direct"}
+
+    def combined(scenario: str, key: str, fn: Callable[[list[float]], float]) -> dict[str, float | None]:
+        legs = med.get(scenario, {})
+        out: dict[str, float | None] = {}
+        for t in TARGETS:
+            values = [legs[leg][t][key] for leg in legs if t in legs[leg] and legs[leg][t].get(key) is not None]
+            out[t] = fn(values) if values and len(values) == len(legs) else None
+        return out
+
+    def peak_rss() -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        for t in TARGETS:
+            values = [run["peak_rss_mb"] for run in results["runs"] if run["target"] == t and "peak_rss_mb" in run]
+            out[t] = max(values) if values else None
+        return out
+
+    rows: list[Row] = []
+    if "S1" in med:
+        rows += [
+            Row("S1 latency p50, 1 conn (ms)", get("S1", "p50_ms"), 3),
+            Row("S1 **added** latency p50 over direct (ms)", added("S1", "p50_ms"), 3, ("<=", 0.25), "≤ ¼ LiteLLM"),
+            Row("S1 latency p99 (ms)", get("S1", "p99_ms"), 3),
+            Row("S1 **added** latency p99 over direct (ms)", added("S1", "p99_ms"), 3, ("<=", 0.25), "≤ ¼ LiteLLM"),
+        ]
+    if "S2" in med:
+        rows += [
+            Row("S2 **requests/s**, 64 conns", get("S2", "rps"), 0, (">=", 4), "≥ 4× LiteLLM"),
+            Row("S2 latency p50 (ms)", get("S2", "p50_ms")),
+            Row("S2 latency p99 (ms)", get("S2", "p99_ms")),
+            Row("S2 errors", get("S2", "errors"), 0),
+        ]
+    if "S3" in med:
+        rows += [
+            Row("S3 stream **TTFB p50** (ms), 16 conns", get("S3", "ttfb_p50_ms"), 2, ("<=", 0.1), "≤ 1/10 LiteLLM"),
+            Row("S3 stream TTFB p99 (ms)", get("S3", "ttfb_p99_ms")),
+            Row("S3 stream **requests/s**", get("S3", "rps"), 0, (">=", 10), "≥ 10× LiteLLM"),
+            Row("S3 success rate", get("S3", "success_rate"), percent=True),
+        ]
+    if "S4" in med:
+        streams = meta["config"]["scenarios"]["S4"]["streams"]
+        rows += [
+            Row(f"S4 {streams:,} slow streams: **success**", get("S4", "success_rate"), goal_text="100 %",
+                percent=True),
+            Row("S4 TTFB p50 (ms)", get("S4", "ttfb_p50_ms")),
+            Row("S4 **TTFB p99** (ms)", get("S4", "ttfb_p99_ms"), 2, ("<=", 0.1), "≤ 1/10 LiteLLM"),
+            Row("S4 stream duration p99 (ms)", get("S4", "p99_ms"), 0),
+            Row("S4 peak RSS (MB)", get("S4", "peak_rss_mb"), 0),
+        ]
+    if "S5" in med:
+        for leg, info in sorted(med["S5"].items()):
+            label = next(iter(info.values()))["leg_label"]
+            rows += [
+                Row(f"S5 leg {label}: requests/s", get("S5", "rps", int(leg)), 0),
+                Row(f"S5 leg {label}: p99 (ms)", get("S5", "p99_ms", int(leg))),
+            ]
+        rows.append(
+            Row("S5 cross-protocol **requests/s** (mean of legs)", combined("S5", "rps", lambda v: sum(v) / len(v)),
+                0, (">=", 4), "≥ 4× LiteLLM")
+        )
+    if "S2" in med:
+        rows.append(Row("**CPU ms / request** (S2, server processes)", get("S2", "cpu_ms_per_req"), 3,
+                        ("<=", 0.25), "≤ ¼ LiteLLM"))  # fmt: skip
+        pg = med["S2"]["0"].get("ruapi", {}).get("postgres_cpu_ms_per_req")
+        if pg is not None:
+            rows.append(Row("  + Postgres backends CPU ms / request (S2, RuAPI only)", {"ruapi": pg}, 3))
+    if "S3" in med:
+        rows.append(Row("CPU ms / request (S3 streams)", get("S3", "cpu_ms_per_req"), 3, ("<=", 0.25), "≤ ¼ LiteLLM"))
+    rows.append(Row("**peak RSS** of the server, whole run (MB)", peak_rss(), 0, ("<=", 1 / 3), "≤ ⅓ LiteLLM"))
+
+    header = ["scenario / metric", "direct", "RuAPI", "LiteLLM", "RuAPI ÷ LiteLLM", "RuAPI ÷ direct", "target", "met"]
+    targets = meta["targets"]
+    machine = meta["machine"]
+    versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
+    out = [
+        "# Benchmark results (latest run)",
+        "",
+        f"Run {meta['date']} · mode **{meta['mode']}** · {meta['repeats']} repetition(s) per scenario, medians shown · "
+        f"total {meta['runtime_s']} s.",
+        "",
+        f"Machine: {machine['cpu']}, **{machine['cores']} cores**, {machine['memory_gib']} GiB, {machine['os']}, "
+        f"kernel {machine['kernel']}. **Load generator, fake upstream and server share these cores**; compare "
+        "the targets within this run, not with other machines."
+        + (f" Load average (1 min) {machine['loadavg_1m_start']} at the start, {machine['loadavg_1m_end']} at the "
+           "end (above ~2, other work competed for the cores)." if "loadavg_1m_start" in machine else ""),
+        "",
+        "Targets: " + "; ".join(f"**{NAMES.get(n, n)}** = {t['label']}" for n, t in targets.items()) + ".",
+        "",
+        f"Versions: {versions}.",
+        "",
+        table(header, [row.cells() for row in rows]),
+        "",
+        "Ratios are RuAPI's value divided by LiteLLM's / direct's (for *added* latency: RuAPI's added "
+        "milliseconds over LiteLLM's). CPU is user+system time of the server's process tree (uvicorn master "
+        "+ workers; nginx for direct) over the successful requests of that measurement; RuAPI's Postgres "
+        "backends are shown on their own line. RSS is the sum over the server's processes.",
+        "",
+        smoke_section(meta.get("smoke", {})),
+        "## Every measurement",
+        "",
+        runs_table(results["runs"]),
+        "",
+    ]
+    return "\n".join(out)
+
+
+def smoke_section(smoke: dict) -> str:
+    failures = [(t, c, o) for t, checks in smoke.items() for c, o in checks.items() if o != "ok"]
+    if not failures:
+        return "Smoke test before the run: every target answered every request kind correctly.\n"
+    lines = ["Smoke test failures before the run:", ""]
+    lines += [f"- {NAMES.get(t, t)} `{c}`: {o[:200]}" for t, c, o in failures]
+    return "\n".join(lines) + "\n"
+
+
+def runs_table(runs: list[dict]) -> str:
+    header = ["scen.", "leg", "target", "rep", "req/s", "p50 ms", "p99 ms", "TTFB p50", "TTFB p99", "success",
+              "errors", "CPU ms/req", "PG ms/req", "peak RSS MB", "upstream CPU ms/req"]  # fmt: skip
+    rows = []
+    for run in runs:
+        if "failed" in run:
+            failed = [run["scenario"], run["leg_label"], run["target"], str(run["rep"]), "FAILED", run["failed"][:80]]
+            rows.append(failed + [""] * (len(header) - len(failed)))
+            continue
+        rate = run.get("success_rate")
+        rows.append([
+            run["scenario"], run["leg_label"], NAMES.get(run["target"], run["target"]), str(run["rep"]),
+            fmt(run["rps"], 0), fmt(run.get("p50_ms"), 3), fmt(run.get("p99_ms"), 3),
+            fmt(run.get("ttfb_p50_ms")), fmt(run.get("ttfb_p99_ms")),
+            "–" if rate is None else f"{rate:.1%}", str(run["errors"]), fmt(run["cpu_ms_per_req"], 3),
+            fmt(run.get("postgres_cpu_ms_per_req"), 3), fmt(run["peak_rss_mb"], 0),
+            fmt(run["upstream_cpu_ms_per_req"], 3),
+        ])  # fmt: skip
+    return table(header, rows)
+
+
+# -- profile --------------------------------------------------------------------------------------------
+
+FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
+
+
+def frame_parts(frame: str) -> tuple[str, str]:
+    """(function, file) of one py-spy frame `func (path/to/file.py:123)`."""
+    match = FRAME.match(frame.strip())
+    if not match:
+        return frame.strip(), ""
+    return match["func"], match["file"]
+
+
+def area_of(file: str) -> str:
+    """The package a frame belongs to: site-packages/<pkg>, the project app, or the stdlib module."""
+    if "site-packages/" in file:
+        rest = file.split("site-packages/", 1)[1]
+        return rest.split("/", 1)[0].removesuffix(".py")
+    if "/work/" in file or file.startswith(("proxy/", "billing/", "catalog/", "accounts/", "ruapi/")):
+        parts = file.split("/")
+        for app in ("proxy", "billing", "catalog", "accounts", "ruapi"):
+            if app in parts:
+                return f"gateway:{app}" + ("/translate" if "translate" in parts else "")
+    if "/python3" in file:
+        return "stdlib:" + file.rsplit("/", 1)[-1].removesuffix(".py")
+    return file or "?"
+
+
+def short(file: str) -> str:
+    if "site-packages/" in file:
+        return file.split("site-packages/", 1)[1]
+    if "/work/main/" in file:
+        return file.split("/work/main/", 1)[1]
+    return file.rsplit("/lib/", 1)[-1]
+
+
+def _aggregate(stacks: dict[str, int]) -> dict[str, dict[str, int]]:
+    """Self and inclusive sample counts per function and per package."""
+    out: dict[str, dict[str, int]] = {"self": {}, "inclusive": {}, "area_self": {}, "area_inclusive": {}}
+    for stack, count in stacks.items():
+        frames = [f for f in stack.split(";") if "(" in f]
+        if not frames:
+            continue
+        leaf_func, leaf_file = frame_parts(frames[-1])
+        key = f"{leaf_func} ({short(leaf_file)})"
+        out["self"][key] = out["self"].get(key, 0) + count
+        area = area_of(leaf_file)
+        out["area_self"][area] = out["area_self"].get(area, 0) + count
+        keys = {f"{func} ({short(file)})" for func, file in map(frame_parts, frames)}
+        areas = {area_of(file) for _, file in map(frame_parts, frames)}
+        for fkey in keys:
+            out["inclusive"][fkey] = out["inclusive"].get(fkey, 0) + count
+        for farea in areas:
+            out["area_inclusive"][farea] = out["area_inclusive"].get(farea, 0) + count
+    return out
+
+
+def is_pool_thread(stack: str) -> bool:
+    """Stacks of threads other than the event loop start in threading.Thread._bootstrap."""
+    first = stack.split(";", 1)[0]
+    return "_bootstrap (" in first and "threading" in first
+
+
+def profile_markdown(stacks: dict[str, int], name: str, scenario: dict, metrics: dict, workers: list[int],
+                     seconds: int, *, native: bool = False) -> str:  # fmt: skip
+    total = sum(stacks.values()) or 1
+    loop_stacks = {s: c for s, c in stacks.items() if not is_pool_thread(s)}
+    pool_stacks = {s: c for s, c in stacks.items() if is_pool_thread(s)}
+    everything, loop, pool = _aggregate(stacks), _aggregate(loop_stacks), _aggregate(pool_stacks)
+
+    def top(data: dict[str, int], n: int) -> list[list[str]]:
+        ranked = sorted(data.items(), key=lambda kv: -kv[1])[:n]
+        return [[f"{count / total:.1%}", f"`{key}`"] for key, count in ranked]
+
+    by_thread = metrics.get("cpu_ms_per_req_by_thread", {})
+    loop_share = sum(loop_stacks.values()) / total
+    return "\n".join([
+        f"# Profile of the gateway under {name} ({scenario.get('title', '')})",
+        "",
+        f"py-spy record (200 Hz, {'native frames, blocking' if native else 'non-blocking'}, idle threads "
+        f"excluded) on the {len(workers)} uvicorn workers "
+        f"(PIDs {', '.join(map(str, workers))}) for {seconds} s while wrk ran {scenario.get('connections')} "
+        f"connections: {metrics.get('rps')} requests/s, p50 {metrics.get('p50_ms')} ms, "
+        f"p99 {metrics.get('p99_ms')} ms, {metrics.get('errors')} errors. {total} samples; every percentage "
+        "below is of all samples of both workers (CPU-active threads only).",
+        "",
+        "CPU ms per request by thread kind (from /proc, not sampled): "
+        + ", ".join(f"{k}: **{v} ms**" for k, v in by_thread.items()) + ".",
+        "",
+        f"Samples on the event-loop thread: {loop_share:.1%}; on other threads (the sync_to_async pool that "
+        f"runs the ORM): {1 - loop_share:.1%}. Self time of `Runner.run` is native code under the loop "
+        "(uvloop, httptools, socket syscalls, thread-pool wake-ups): no Python frame sits above it.",
+        "",
+        "## CPU by package, self time of the leaf frame (all threads)",
+        "",
+        table(["self", "package"], top(everything["area_self"], 20)),
+        "",
+        "## Pool threads (ORM): top functions by inclusive time",
+        "",
+        table(["inclusive", "function"], top(pool["inclusive"], 40)),
+        "",
+        "## Pool threads (ORM): top functions by self time",
+        "",
+        table(["self", "function"], top(pool["self"], 20)),
+        "",
+        "## Event-loop thread: top functions by inclusive time",
+        "",
+        table(["inclusive", "function"], top(loop["inclusive"], 50)),
+        "",
+        "## Event-loop thread: top functions by self time",
+        "",
+        table(["self", "function"], top(loop["self"], 30)),
+        "",
+    ])  # fmt: skip
