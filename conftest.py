@@ -103,7 +103,8 @@ def mock_catalog(mock: MockUpstream) -> dict:
     return {
         "providers": [
             {"name": "mock-openai", "kind": "openai", "base_url": mock.openai_base_url, "api_key": mock.api_key},
-            {"name": "mock-anthropic", "kind": "anthropic", "base_url": mock.anthropic_base_url, "api_key": mock.api_key},
+            {"name": "mock-anthropic", "kind": "anthropic", "base_url": mock.anthropic_base_url,
+             "api_key": mock.api_key},
             {"name": "echo", "kind": "echo"},
         ],
         "models": [

@@ -4,6 +4,7 @@ from django.http import HttpRequest
 
 from accounts.keycache import KeyContext, key_context_lookup
 from accounts.services import apikey_hash
+from proxy.limits import client_ip_allowed
 from proxy.translate.errors import ErrorKind, GatewayError
 
 
@@ -37,4 +38,7 @@ async def authenticate(request: HttpRequest, *, allow_x_api_key: bool) -> KeyCon
     context = await key_context_lookup(apikey_hash(secret))
     if context is None:
         raise GatewayError(ErrorKind.AUTHENTICATION, "Invalid API key (unknown, revoked or expired).")
+    if not client_ip_allowed(context, request.META.get("REMOTE_ADDR")):
+        raise GatewayError(ErrorKind.PERMISSION, "This API key may not be used from your IP address.",
+                           code="ip_not_allowed")  # fmt: skip
     return context

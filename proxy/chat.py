@@ -374,7 +374,7 @@ async def chat(request: HttpRequest, protocol: str) -> HttpResponse:
             estimate_openai_prompt_tokens(body) if protocol == OPENAI else estimate_anthropic_prompt_tokens(body)
         )
         hold_amount = metering.chat_hold_nanos(spec, input_tokens=input_estimate, max_output_tokens=max_output)
-        hold = await metering.hold_open(call, key, hold_amount)
+        hold = await metering.hold_open(call, key, hold_amount, tokens=input_estimate)
     except GatewayError as exc:
         return error_response(call, exc)
     return await ChatExchange(call, key, spec, body, hold, input_estimate=input_estimate).run()

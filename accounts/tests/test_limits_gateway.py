@@ -1,6 +1,6 @@
 """Per-key and per-organisation limits enforced by the real gateway under concurrent SDK requests."""
 
-import math
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -122,9 +122,9 @@ def test_anthropic_client_gets_429_in_its_shape(gateway):
 
 
 def test_key_tpm_counts_estimated_input_tokens(gateway):
-    # given: a body of known size, so its estimate (ceil(bytes / 4)) is known exactly
+    # given: a request whose prompt estimate (the gateway's documented heuristic) is known
     body = b'{"model":"demo-echo","max_tokens":5,"messages":[{"role":"user","content":"' + b"x" * 400 + b'"}]}'
-    tokens = math.ceil(len(body) / 4)
+    tokens = estimate_openai_prompt_tokens(json.loads(body))
     _limit_key(gateway, tpm_limit=3 * tokens + tokens // 2)
     _same_minute()
     headers = {"authorization": f"Bearer {gateway.tenant.secret}", "content-type": "application/json"}

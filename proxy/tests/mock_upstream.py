@@ -138,7 +138,7 @@ class Script:
     sse: list[SSEEvent | Delay] | None = None  # text/event-stream
     chunk_delay: float = 0.0  # between SSE events (or raw chunks)
     first_byte_delay: float = 0.0  # before the status line
-    drop_after: int | None = None  # SSE: abort the socket after this many events
+    drop_after: int | None = None  # SSE: close the socket mid-body after this many events
     stall_after: int | None = None  # SSE: after this many events go silent for stall_seconds, then carry on
     stall_seconds: float = 30.0
 
@@ -593,9 +593,11 @@ async def _write_sse(
             await asyncio.sleep(item.seconds)
             continue
         if sent == script.drop_after:
-            # Abort the socket: no terminating chunk, like an upstream that crashes mid-stream.
+            # Close the socket with no terminating chunk, like an upstream process that crashed
+            # mid-stream (its kernel sends FIN). Not abort(): an RST can make the client's kernel
+            # discard bytes it received but the gateway had not read yet, which makes tests racy.
             if request.transport is not None:
-                request.transport.abort()
+                request.transport.close()
             return
         if sent == script.stall_after:
             await asyncio.sleep(script.stall_seconds)
