@@ -279,7 +279,7 @@ def is_pool_thread(stack: str) -> bool:
 
 
 def profile_markdown(stacks: dict[str, int], name: str, scenario: dict, metrics: dict, workers: list[int],
-                     seconds: int, *, native: bool = False) -> str:  # fmt: skip
+                     seconds: int) -> str:  # fmt: skip
     total = sum(stacks.values()) or 1
     loop_stacks = {s: c for s, c in stacks.items() if not is_pool_thread(s)}
     pool_stacks = {s: c for s, c in stacks.items() if is_pool_thread(s)}
@@ -294,10 +294,9 @@ def profile_markdown(stacks: dict[str, int], name: str, scenario: dict, metrics:
     return "\n".join([
         f"# Profile of the gateway under {name} ({scenario.get('title', '')})",
         "",
-        f"py-spy record (200 Hz, {'native frames, blocking' if native else 'non-blocking'}, idle threads "
-        f"excluded) on the {len(workers)} uvicorn workers "
-        f"(PIDs {', '.join(map(str, workers))}) for {seconds} s while wrk ran {scenario.get('connections')} "
-        f"connections: {metrics.get('rps')} requests/s, p50 {metrics.get('p50_ms')} ms, "
+        f"py-spy record (200 Hz, non-blocking, idle threads excluded) on the {len(workers)} uvicorn workers "
+        f"(PIDs {', '.join(map(str, workers))}) for {seconds} s while the load generator ran "
+        f"{scenario.get('connections')} connections: {metrics.get('rps')} requests/s, p50 {metrics.get('p50_ms')} ms, "
         f"p99 {metrics.get('p99_ms')} ms, {metrics.get('errors')} errors. {total} samples; every percentage "
         "below is of all samples of both workers (CPU-active threads only).",
         "",
@@ -306,7 +305,10 @@ def profile_markdown(stacks: dict[str, int], name: str, scenario: dict, metrics:
         "",
         f"Samples on the event-loop thread: {loop_share:.1%}; on other threads (the sync_to_async pool that "
         f"runs the ORM): {1 - loop_share:.1%}. Self time of `Runner.run` is native code under the loop "
-        "(uvloop, httptools, socket syscalls, thread-pool wake-ups): no Python frame sits above it.",
+        "(uvloop, httptools, socket syscalls, thread-pool wake-ups): no Python frame sits above it. py-spy's "
+        "idle detection misses some threads blocked in C (poll/epoll/recv), so `Runner.run`, "
+        "`Connection.wait` and `Connection._recv` self time include waiting: the /proc split above is the "
+        "reliable CPU figure; the stacks show *where* the time goes.",
         "",
         "## CPU by package, self time of the leaf frame (all threads)",
         "",

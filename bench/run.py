@@ -574,7 +574,7 @@ def versions() -> dict:
 # -- profile ----------------------------------------------------------------------------------------
 
 
-def run_profile(bench: Bench, seconds: int, scenario_name: str, *, native: bool = False) -> None:
+def run_profile(bench: Bench, seconds: int, scenario_name: str) -> None:
     """py-spy on every gateway worker under `scenario_name`'s load; summary to results/profile-<scenario>.md."""
     pyspy = shutil.which("py-spy") or str(TOOLS_VENV / "bin" / "py-spy")
     if not Path(pyspy).exists():
@@ -591,8 +591,8 @@ def run_profile(bench: Bench, seconds: int, scenario_name: str, *, native: bool 
     for pid in workers:
         out = RAW_DIR / f"profile-{scenario_name}-{pid}.txt"
         spies.append((out, subprocess.Popen(
-            [pyspy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200",
-             *(["--native"] if native else ["--nonblocking"]), "--format", "raw", "--output", str(out)],
+            [pyspy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200", "--nonblocking",
+             "--format", "raw", "--output", str(out)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )))  # fmt: skip
     time.sleep(1)
@@ -621,8 +621,9 @@ def run_profile(bench: Bench, seconds: int, scenario_name: str, *, native: bool 
                 stack, _, count = line.rpartition(" ")
                 if count.isdigit():
                     stacks[stack] = stacks.get(stack, 0) + int(count)
-    text = report.profile_markdown(stacks, scenario_name, scenario, metrics, workers, seconds, native=native)
-    out = RESULTS_DIR / f"profile-{scenario_name}{'-native' if native else ''}.md"
+    text = report.profile_markdown(stacks, scenario_name, scenario, metrics, workers, seconds)
+    text = text.replace("\n\n", f"\n\nGateway revision: {bench.gateway_rev}.\n\n", 1)
+    out = RESULTS_DIR / f"profile-{scenario_name}.md"
     out.write_text(text)
     log(f"profile written to {out}")
     print(text)
@@ -651,7 +652,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="py-spy the gateway's workers under load instead")
     parser.add_argument("--profile-scenario", default="S2")
     parser.add_argument("--profile-seconds", type=int, default=20)
-    parser.add_argument("--profile-native", action="store_true", help="py-spy --native (pauses the workers)")
     return parser.parse_args(argv)
 
 
@@ -682,7 +682,7 @@ def main(argv: list[str] | None = None) -> int:
         if "litellm" in targets:
             bench.start_litellm()
         if args.profile:
-            run_profile(bench, args.profile_seconds, args.profile_scenario, native=args.profile_native)
+            run_profile(bench, args.profile_seconds, args.profile_scenario)
             return 0
         smoke = {name: bench.smoke(bench.targets[name]) for name in targets}
         for name, checks in smoke.items():
