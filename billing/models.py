@@ -129,6 +129,10 @@ class Hold(models.Model):
 class UsageEvent(models.Model):
     """Exactly one per proxied request, written before the response's last byte leaves."""
 
+    class Source(models.TextChoices):
+        API = "api", "API"
+        PLAYGROUND = "playground", "Playground"
+
     request_id = models.CharField(max_length=64, unique=True)
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="usage_events")
     api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_events")
@@ -153,6 +157,11 @@ class UsageEvent(models.Model):
     attempts = models.PositiveSmallIntegerField(default=1)
     latency_ms = models.PositiveIntegerField(default=0)
     ttfb_ms = models.PositiveIntegerField(null=True, blank=True)
+    # Who sent it (issue 6): the public API with a key, or the dashboard playground as a user.
+    source = models.CharField(max_length=12, choices=Source.choices, default=Source.API)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

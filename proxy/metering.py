@@ -18,6 +18,7 @@ from proxy.responses import Call
 from proxy.translate.errors import ErrorKind, GatewayError
 from proxy.translate.usage import Usage
 from ruapi.db import run_db
+from usage.live import usage_event_publish
 
 DEFAULT_OUTPUT_RESERVE = 4096  # output tokens held when neither the client nor the catalog caps them
 
@@ -49,14 +50,11 @@ def chat_hold_nanos(spec: ModelSpec, *, input_tokens: int, max_output_tokens: in
 
 
 async def hold_open(call: Call, key: KeyContext, amount_nanos: int, *, tokens: int | None = None) -> Hold:
-    """Admit the request or refuse it: IP allowlist (403), rate limits (429) and spend caps (402)
-    from proxy/limits.py, then reserve its maximum cost or refuse it with 402 (PROTOCOLS §5.4).
+    """Admit the request or refuse it: rate limits (429) and spend caps (402) from proxy/limits.py,
+    then reserve its maximum cost or refuse it with 402 (PROTOCOLS §5.4).
 
     `tokens`: the request's estimated input tokens for TPM limits (estimated from the body if None).
     """
-    if not limits.client_ip_allowed(key, call.request.META.get("REMOTE_ADDR")):
-        raise GatewayError(ErrorKind.PERMISSION, "This API key may not be used from your IP address.",
-                           code="ip_not_allowed")  # fmt: skip
     counters: list[limits.Counter] = []
     if key.has_limits:
         if tokens is None:
@@ -94,6 +92,7 @@ async def settle(call: Call, key: KeyContext, hold: Hold, spec: ModelSpec, outco
     """Debit and record once; shielded so a cancelled (disconnected) request still completes it."""
     usage = outcome.usage or Usage()
     route = outcome.route
+    scope = getattr(call.request, "scope", None) or {}
     record = UsageRecord(
         request_id=call.request_id,
         org_id=key.org_id,
@@ -119,5 +118,15 @@ async def settle(call: Call, key: KeyContext, hold: Hold, spec: ModelSpec, outco
         attempts=outcome.attempts,
         latency_ms=call.elapsed_ms(),
         ttfb_ms=outcome.ttfb_ms,
+        # Set only by in-process callers (the dashboard playground, usage/playground.py): a
+        # network client cannot put anything in the ASGI scope.
+        source=scope.get("ruapi.usage_source") or "api",
+        user_id=scope.get("ruapi.user_id"),
     )
-    await asyncio.shield(run_db(hold_settle, hold=hold, usage=record))
+    await asyncio.shield(_settle_and_publish(record, hold, key))
+
+
+async def _settle_and_publish(record, hold: Hold, key: KeyContext) -> None:
+    event = await run_db(hold_settle, hold=hold, usage=record)
+    # The live feed (issue 6): a fire-and-forget group_send after the commit; never awaited here.
+    usage_event_publish(event, key_prefix=key.key_prefix)

@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "catalog",
     "billing",
     "proxy",
+    "usage",
 ]
 
 MIDDLEWARE = [
@@ -112,6 +113,8 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", not REDIS_URL)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Redis redelivers a task whose worker died unacknowledged after this many seconds (acks_late tasks).
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("RUAPI_CELERY_VISIBILITY_TIMEOUT", 3600)}
 # Beat schedules live in code (exactly one beat process runs them).
 CELERY_BEAT_SCHEDULE = {
     "billing-expire-holds": {"task": "billing.tasks.expire_holds", "schedule": 60.0},
@@ -121,6 +124,11 @@ CELERY_BEAT_SCHEDULE = {
     "billing-auto-recharge": {"task": "billing.tasks.run_auto_recharges", "schedule": 60.0},
     "billing-balance-alerts": {"task": "billing.tasks.check_balance_alerts", "schedule": 120.0},
     # Invoices for the previous month, on the 1st at 02:00 UTC.
+    # Usage rollups (issue 6): re-aggregate from the refresh cursor (normally the previous and the
+    # current hour, and today) every minute; rebuild yesterday in full nightly; purge old raw events.
+    "usage-refresh-rollups": {"task": "usage.tasks.refresh_rollups", "schedule": 60.0},
+    "usage-rebuild-yesterday": {"task": "usage.tasks.rebuild_previous_day", "schedule": crontab(minute=15, hour=0)},
+    "usage-purge-events": {"task": "usage.tasks.purge_usage_events", "schedule": crontab(minute=30, hour=3)},
     "billing-monthly-invoices": {
         "task": "billing.tasks.generate_monthly_invoices",
         "schedule": crontab(minute=0, hour=2, day_of_month=1),
@@ -262,6 +270,10 @@ RUAPI_SPEND_CACHE_TTL = env_float("RUAPI_SPEND_CACHE_TTL", 5.0)
 RUAPI_KEY_VERSION_CHECK_INTERVAL = env_float("RUAPI_KEY_VERSION_CHECK_INTERVAL", 1.0)
 # A hold expires (and is released by a task) after this many seconds.
 RUAPI_HOLD_TTL = env_int("RUAPI_HOLD_TTL", 3600)
+# Usage (issue 6): raw usage events are deleted after this many days; rollups are kept forever.
+RUAPI_USAGE_EVENT_RETENTION_DAYS = env_int("RUAPI_USAGE_EVENT_RETENTION_DAYS", 90)
+# Test hook only: seconds each rollup bucket rebuild sleeps before committing (the SIGKILL test).
+RUAPI_USAGE_TEST_BUCKET_DELAY = env_float("RUAPI_USAGE_TEST_BUCKET_DELAY", 0.0)
 
 DATA_UPLOAD_MAX_MEMORY_SIZE = RUAPI_MAX_BODY_BYTES
 FILE_UPLOAD_MAX_MEMORY_SIZE = RUAPI_MAX_BODY_BYTES

@@ -21,7 +21,9 @@ urlpatterns = [
     path("", root, name="root"),
     path("accounts/", include("allauth.urls")),
     path("dashboard/", include("dashboard.urls")),
+    path("dashboard/", include("usage.urls")),  # usage analytics, export, platform view, playground (issue 6)
     path("api/", include("accounts.api.urls")),
+    path("api/", include("usage.api_urls")),  # usage series, breakdowns, request log (issue 6)
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
 ]

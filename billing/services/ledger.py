@@ -16,6 +16,7 @@ from django.db.models import F, Sum
 from django.utils import timezone
 
 from billing.models import Balance, Hold, LedgerEntry, UsageEvent
+from billing.services import fastpath
 
 Kind = LedgerEntry.Kind
 
@@ -171,6 +172,11 @@ def balance_hold(*, org_id: int, request_id: str, amount_nanos: int) -> Hold:
     """Reserve `amount_nanos` for a request, or raise InsufficientBalanceError. Nothing is debited yet."""
     if amount_nanos < 0:
         raise BillingError("a hold cannot be negative")
+    if fastpath.is_available():
+        hold = fastpath.hold_create(org_id=org_id, request_id=request_id, amount_nanos=amount_nanos)
+        if hold is None:
+            raise InsufficientBalanceError("Insufficient balance: top up to continue.")
+        return hold
     # balance + credit limit >= held + amount; the credit limit is zero unless the org is postpaid.
     reserved = Balance.objects.filter(
         org_id=org_id, balance_nanos__gte=F("held_nanos") + amount_nanos - F("credit_limit_nanos")
@@ -213,6 +219,8 @@ class UsageRecord:
     attempts: int = 1
     latency_ms: int = 0
     ttfb_ms: int | None = None
+    source: str = "api"  # UsageEvent.Source
+    user_id: int | None = None  # the dashboard user, for playground requests
 
 
 def hold_settle(*, hold: Hold, usage: UsageRecord) -> UsageEvent:
@@ -226,6 +234,8 @@ def hold_settle(*, hold: Hold, usage: UsageRecord) -> UsageEvent:
     if usage.cost_nanos < 0:
         raise BillingError("a cost cannot be negative")
     try:
+        if fastpath.is_available():
+            return fastpath.hold_settle(hold=hold, event=UsageEvent(**usage.__dict__), cost_nanos=usage.cost_nanos)
         return _hold_settle(hold, usage)
     except IntegrityError:
         existing = UsageEvent.objects.filter(request_id=usage.request_id).first()
