@@ -59,6 +59,15 @@ class LiveGateway:
         self.thread.join(timeout=10)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Each test starts with an empty Django cache: the Redis one outlives test runs (rate-limit
+    counters such as allauth's one confirmation email per 3 minutes would leak between tests)."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture(scope="session")
 def live_gateway(django_db_setup, django_db_blocker) -> Iterator[LiveGateway]:
     gateway = LiveGateway().start()

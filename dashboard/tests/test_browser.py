@@ -84,6 +84,7 @@ def test_signup_to_revoked_key(gateway, page):
     copied = page.evaluate("navigator.clipboard.readText()")
     assert copied == secret
     dialog.get_by_role("button", name="Done").click()
+    dialog.wait_for(state="detached")  # the dialog's close event removes it (and the secret) from the page
     row = page.locator("tr", has_text="laptop")
     row.wait_for()
     assert secret not in page.content() and secret[:14] in row.inner_text()
