@@ -118,6 +118,7 @@ _AUDIO_CONTENT_TYPES = {
 }
 _RAW_CHUNK_BYTES = 1024
 _SHUTDOWN_TIMEOUT_SECONDS = 0.1
+_DROP_GRACE_SECONDS = 0.3
 
 
 @dataclass(frozen=True)
@@ -596,6 +597,10 @@ async def _write_sse(
             # Close the socket with no terminating chunk, like an upstream process that crashed
             # mid-stream (its kernel sends FIN). Not abort(): an RST can make the client's kernel
             # discard bytes it received but the gateway had not read yet, which makes tests racy.
+            # The pause lets the events already written reach the gateway first: aiohttp's reader
+            # raises a payload error as soon as it sees the broken body and drops what it had
+            # buffered, so without it the test would race the gateway's reads.
+            await asyncio.sleep(_DROP_GRACE_SECONDS)
             if request.transport is not None:
                 request.transport.close()
             return
