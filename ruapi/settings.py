@@ -96,6 +96,8 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES["default"]["TEST"] = {"NAME": env_str("RUAPI_TEST_SQLITE", str(VAR_DIR / "test.sqlite3"))}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Threads per process that run ORM work for async code (ruapi.db.run_db); 0 = the pool's size.
+RUAPI_DB_THREADS = env_int("RUAPI_DB_THREADS", 0)
 
 # --- Redis: cache, channel layer, Celery broker ---------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
