@@ -263,6 +263,8 @@ RUAPI_MAX_UPSTREAM_RESPONSE_BYTES = env_int("RUAPI_MAX_UPSTREAM_RESPONSE_BYTES",
 RUAPI_STREAM_KEEPALIVE_SECONDS = env_float("RUAPI_STREAM_KEEPALIVE_SECONDS", 15.0)
 # Retry-After sent on rate limits / overload when the upstream gave none (PROTOCOLS §5.4).
 RUAPI_DEFAULT_RETRY_AFTER = env_int("RUAPI_DEFAULT_RETRY_AFTER", 1)
+# SSRF guard: upstream URLs on link-local addresses (cloud metadata) are refused unless this is on.
+RUAPI_UPSTREAM_ALLOW_LINK_LOCAL = env_bool("RUAPI_UPSTREAM_ALLOW_LINK_LOCAL", False)
 RUAPI_KEY_PREFIX = env_str("RUAPI_KEY_PREFIX", "sk-ru-")
 # The gateway's public base URL for snippets and emailed links; empty: derived from the request's host.
 RUAPI_PUBLIC_BASE_URL = env_str("RUAPI_PUBLIC_BASE_URL", "")

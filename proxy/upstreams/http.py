@@ -7,8 +7,11 @@ Redirects are never followed: an upstream cannot send the provider's key elsewhe
 """
 
 import asyncio
+import ipaddress
+import socket
 import time
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -18,6 +21,44 @@ from proxy.sse import iter_events
 from proxy.translate.errors import ErrorKind, GatewayError
 
 _sessions: dict[tuple[int, int], aiohttp.ClientSession] = {}
+_METADATA_HOSTS = frozenset({"metadata", "metadata.google.internal", "metadata.goog"})
+
+
+def _link_local(host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host.strip("[]").split("%")[0])
+    except ValueError:
+        return False
+    return address.is_link_local or (
+        address.version == 6 and bool(address.ipv4_mapped and address.ipv4_mapped.is_link_local)
+    )
+
+
+class DestinationRefusedError(OSError):
+    """An upstream address the gateway will not call (cloud metadata / link-local)."""
+
+
+def check_destination(url: str) -> None:
+    """SSRF guard: link-local addresses (169.254.0.0/16, fe80::/10 — where cloud metadata services
+    live) and metadata host names are refused unless RUAPI_UPSTREAM_ALLOW_LINK_LOCAL is set."""
+    if settings.RUAPI_UPSTREAM_ALLOW_LINK_LOCAL:
+        return
+    host = (urlsplit(url).hostname or "").lower()
+    if host in _METADATA_HOSTS or _link_local(host):
+        raise GatewayError(ErrorKind.UPSTREAM_ERROR, "The upstream address is not allowed.")
+
+
+class GuardedResolver(aiohttp.ThreadedResolver):
+    """Drops link-local answers, so a host name cannot smuggle a metadata address past the guard."""
+
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list:
+        answers = await super().resolve(host, port, family)
+        if settings.RUAPI_UPSTREAM_ALLOW_LINK_LOCAL:
+            return answers
+        allowed = [answer for answer in answers if not _link_local(answer["host"])]
+        if not allowed:
+            raise DestinationRefusedError(f"{host} resolves only to link-local addresses")
+        return allowed
 
 
 def _session(provider_id: int) -> aiohttp.ClientSession:
@@ -25,7 +66,9 @@ def _session(provider_id: int) -> aiohttp.ClientSession:
     key = (id(loop), provider_id)
     session = _sessions.get(key)
     if session is None or session.closed:
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+        connector = aiohttp.TCPConnector(
+            limit=0, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True, resolver=GuardedResolver()
+        )
         session = aiohttp.ClientSession(
             connector=connector,
             json_serialize=lambda obj: orjson.dumps(obj).decode(),
@@ -120,6 +163,7 @@ async def post(
     read_timeout: float | None = None,
 ) -> UpstreamReply:
     """POST and wait for the response headers. Transport failures raise GatewayError."""
+    check_destination(url)
     timeout = aiohttp.ClientTimeout(
         total=None,
         sock_connect=connect_timeout or settings.RUAPI_UPSTREAM_CONNECT_TIMEOUT,
@@ -139,6 +183,7 @@ async def post(
 
 
 async def get(provider_id: int, url: str, *, headers: dict[str, str], timeout: float = 10.0) -> UpstreamReply:
+    check_destination(url)
     started = time.perf_counter()
     try:
         response = await _session(provider_id).get(
