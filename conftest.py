@@ -55,8 +55,15 @@ class LiveGateway:
         return self
 
     def stop(self) -> None:
+        from django.db import connections
+
         self.server.should_exit = True
         self.thread.join(timeout=10)
+        # The server's worker threads returned their connections to the psycopg pool; close the
+        # pool so pytest can drop the test database.
+        for connection in connections.all(initialized_only=True):
+            if hasattr(connection, "close_pool"):
+                connection.close_pool()
 
 
 @pytest.fixture(autouse=True)
