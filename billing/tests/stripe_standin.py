@@ -12,6 +12,12 @@ Stripe's bracket notation, Bearer auth, Idempotency-Key replay, Stripe-shaped er
 What Stripe does on its side (a customer paying on Checkout, a refund, a dispute) is a method here
 that changes the state and returns the object, and `event()` + `sign()` make the webhook delivery,
 signed exactly as Stripe signs: header `t=<unix>,v1=<hex HMAC-SHA256(secret, f"{t}.{payload}")>`.
+
+A minimal hosted Checkout page for browser tests (no API key, like checkout.stripe.com):
+
+    GET  /checkout/{session_id}      the page the session's `url` points at, with a "Pay" button
+    POST /checkout/{session_id}/pay  pays (`pay()`), delivers the signed checkout.session.completed
+                                     to `webhook_url` (when set), then 303-redirects to success_url
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ import json
 import re
 import threading
 import time
+import urllib.error
+import urllib.request
+from html import escape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlparse
@@ -75,6 +84,10 @@ class StripeStandIn:
         self.requests: list[tuple[str, str, dict[str, Any], dict[str, str]]] = []
         self.idempotent: dict[str, tuple[int, dict[str, Any]]] = {}
         self.decline_cards = False  # off-session payment intents fail with card_declined
+        # The hosted Checkout page's "Pay" delivers checkout.session.completed here, signed with this.
+        self.webhook_url: str | None = None
+        self.webhook_secret: str | None = None
+        self.deliveries: list[tuple[str, int]] = []  # (event id, the endpoint's HTTP status)
         self._ids = itertools.count(1)
         handler = type("Handler", (_Handler,), {"standin": self})
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -99,6 +112,8 @@ class StripeStandIn:
             self.requests.clear()
             self.idempotent.clear()
             self.decline_cards = False
+            self.webhook_url = self.webhook_secret = None
+            self.deliveries.clear()
 
     def new_id(self, prefix: str) -> str:
         return f"{prefix}_standin{next(self._ids):06d}"
@@ -275,6 +290,52 @@ class StripeStandIn:
             invoice["amount_paid"] = invoice["amount_due"]
             return dict(invoice)
 
+    def deliver(self, event: dict[str, Any]) -> int:
+        """POST `event` to `webhook_url`, signed like Stripe; returns the endpoint's HTTP status."""
+        payload = json.dumps(event)
+        request = urllib.request.Request(
+            self.webhook_url or "", data=payload.encode(), method="POST",
+            headers={"Content-Type": "application/json; charset=utf-8",
+                     "Stripe-Signature": sign(payload, self.webhook_secret or "")},
+        )  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        with self.lock:
+            self.deliveries.append((event["id"], status))
+        return status
+
+    # --- the hosted Checkout page -----------------------------------------------------------
+    def checkout_page(self, method: str, path: str) -> tuple[int, dict[str, str], bytes] | None:
+        """GET /checkout/{id} (the page) and POST /checkout/{id}/pay (the button); None: not a page path."""
+        match = re.fullmatch(r"/checkout/([A-Za-z0-9_]+)(/pay)?", path)
+        if match is None:
+            return None
+        session_id, pay = match.group(1), bool(match.group(2))
+        with self.lock:
+            session = self.objects.get(session_id)
+            session = dict(session) if session and session.get("object") == "checkout.session" else None
+        if session is None:
+            return 404, {"Content-Type": "text/plain"}, b"No such Checkout session"
+        if method == "GET" and not pay:
+            amount = f"${(session['amount_total'] or 0) / 100:.2f}"
+            html = (
+                "<!doctype html><html><head><title>Stand-in Checkout</title></head><body>"
+                f"<h1>Pay {escape(amount)}</h1><p data-testid=session>{escape(session_id)}</p>"
+                f"<form method=post action='/checkout/{escape(session_id)}/pay'>"
+                "<button type=submit>Pay</button></form></body></html>"
+            )
+            return 200, {"Content-Type": "text/html; charset=utf-8"}, html.encode()
+        if method == "POST" and pay:
+            if session["status"] == "open":
+                paid = self.pay(session_id)
+                if self.webhook_url:
+                    self.deliver(self.event("checkout.session.completed", paid))
+            return 303, {"Location": session["success_url"] or "/"}, b""
+        return 405, {"Content-Type": "text/plain"}, b"Method not allowed"
+
     def public(self, obj: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in obj.items() if not k.startswith("_")}
 
@@ -295,8 +356,17 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlparse(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length).decode() if length else ""
-        params = parse_form(body if method == "POST" else url.query)
         standin = self.standin
+        page = standin.checkout_page(method, url.path)
+        if page is not None:
+            status, headers, content = page
+            self.send_response(status)
+            for name, value in {**headers, "Content-Length": str(len(content))}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(content)
+            return
+        params = parse_form(body if method == "POST" else url.query)
         if self.headers.get("Authorization") != f"Bearer {standin.api_key}":
             status, payload = 401, {"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}}
         else:
