@@ -1,6 +1,7 @@
 from django.urls import path
 
 from accounts.api import views
+from billing import api as billing_api
 
 org = "orgs/<int:org_id>/"
 
@@ -21,4 +22,6 @@ urlpatterns = [
          name="api-management-key-revoke"),
     path(org + "balance/", views.BalanceView.as_view(), name="api-balance"),
     path(org + "usage/", views.UsageView.as_view(), name="api-usage"),
+    path(org + "invoices/", billing_api.InvoiceListView.as_view(), name="api-invoices"),
+    path(org + "invoices/<int:invoice_id>/pdf/", billing_api.InvoicePdfView.as_view(), name="api-invoice-pdf"),
 ]
