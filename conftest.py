@@ -1,6 +1,7 @@
 """Shared fixtures: a real ASGI server (uvicorn in a thread) on the test database, the local mock
 upstream server, and an organisation with credit, a key and a catalog pointing at the mock."""
 
+import shutil
 import socket
 import threading
 import time
@@ -67,12 +68,26 @@ class LiveGateway:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache():
-    """Each test starts with an empty Django cache: the Redis one outlives test runs (rate-limit
-    counters such as allauth's one confirmation email per 3 minutes would leak between tests)."""
+def _fresh_state():
+    """Each test starts with an empty Django cache, key cache and rate-limit counters: the Redis
+    ones outlive test runs (allauth's one confirmation email per 3 minutes, the gateway's limit
+    windows) and the in-process ones outlive tests."""
+    from django.conf import settings
     from django.core.cache import cache
 
+    from accounts import keycache, shared_state
+    from proxy import limits
+
     cache.clear()
+    keycache.invalidate()
+    limits.reset()
+    if settings.REDIS_URL:
+        client = shared_state.sync_client()
+        for name in client.scan_iter("ruapi:rl:*"):
+            client.delete(name)
+    yield
+    keycache.invalidate()
+    limits.reset()
 
 
 @pytest.fixture(scope="session")
@@ -181,3 +196,32 @@ class GatewayEnv:
         import anthropic
 
         return anthropic.AsyncAnthropic(**{"base_url": self.server.anthropic_base_url, **self._auth(), **kwargs})
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture
+def browser_context(monkeypatch):
+    """A Playwright context on Debian's Chromium (never a downloaded browser)."""
+    from playwright import sync_api
+
+    if not shutil.which(CHROMIUM):  # .ci/run installs it; a missing browser must not pass silently
+        pytest.fail("Debian's chromium is not installed (apt-get install -y chromium)")
+    # Playwright's sync API runs an event loop in this thread; the tests' ORM calls stay sync.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        context = browser.new_context()
+        context.set_default_timeout(15_000)
+        yield context
+        context.close()
+        browser.close()
+
+
+@pytest.fixture
+def page(browser_context):
+    return browser_context.new_page()

@@ -8,7 +8,6 @@ delivers it before redirecting, so the balance has risen when the customer is ba
 """
 
 import re
-import shutil
 
 import pytest
 
@@ -16,29 +15,8 @@ from billing.tests.conftest import WEBHOOK_SECRET
 
 pytestmark = [pytest.mark.integration, pytest.mark.embedded, pytest.mark.browser]
 
-CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "correct horse battery"
 
-
-@pytest.fixture
-def page(monkeypatch):
-    from playwright import sync_api
-
-    if not shutil.which(CHROMIUM):  # .ci/run installs it; a missing browser must not pass silently
-        pytest.fail("Debian's chromium is not installed (apt-get install -y chromium)")
-    # Playwright's sync API runs an event loop in this thread; the ORM calls below are still sync.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
-        )
-        context = browser.new_context()
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        yield page
-        context.close()
-        browser.close()
 
 
 def test_owner_tops_up_through_checkout_and_sees_the_balance_rise(gateway, stripe_standin, page):

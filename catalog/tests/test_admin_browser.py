@@ -4,7 +4,6 @@ price inline, enable it, call it within seconds through both SDKs, disable it, s
 answer 404 in their own shape. The provider key never shows up in an admin page."""
 
 import re
-import shutil
 import time
 
 import anthropic
@@ -13,32 +12,11 @@ import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.embedded, pytest.mark.browser]
 
-CHROMIUM = "/usr/bin/chromium"
 MODEL = "gpt-4.1"  # one of the ids the mock upstream lists on GET /v1/models, not in the gateway fixture's catalog
 PROVIDER = "browser-openai"
 PASSWORD = "Admin-Browser-Pass-42"
 WITHIN_S = 5.0  # "within seconds"
 
-
-@pytest.fixture
-def page(monkeypatch):
-    from playwright import sync_api
-
-    if not shutil.which(CHROMIUM):  # .ci/run installs it; a missing browser must not pass silently
-        pytest.fail("Debian's chromium is not installed (apt-get install -y chromium)")
-    # Playwright's sync API runs an event loop in this thread; the ORM calls below are still sync.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
-        )
-        context = browser.new_context()
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        yield page
-        context.close()
-        browser.close()
 
 
 def _eventually(call, *, within: float = WITHIN_S):

@@ -4,7 +4,6 @@ SDK, see the request on the dashboard, revoke the key, see the next call refused
 
 import os
 import re
-import shutil
 
 import openai
 import pytest
@@ -12,28 +11,7 @@ from django.core import mail
 
 pytestmark = [pytest.mark.integration, pytest.mark.embedded, pytest.mark.browser]
 
-CHROMIUM = "/usr/bin/chromium"
 
-
-@pytest.fixture
-def page(monkeypatch):
-    from playwright import sync_api
-
-    if not shutil.which(CHROMIUM):  # .ci/run installs it; a missing browser must not pass silently
-        pytest.fail("Debian's chromium is not installed (apt-get install -y chromium)")
-    # Playwright's sync API runs an event loop in this thread; the ORM calls below are still sync.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
-        )
-        context = browser.new_context()
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        yield page
-        context.close()
-        browser.close()
 
 
 def test_signup_to_revoked_key(gateway, page):

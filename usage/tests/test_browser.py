@@ -2,7 +2,6 @@
 streams in word by word, and the usage page open in another tab adds the request live."""
 
 import re
-import shutil
 
 import pytest
 
@@ -13,26 +12,7 @@ from usage.tests.conftest import session_cookie
 
 pytestmark = [pytest.mark.integration, pytest.mark.embedded, pytest.mark.browser]
 
-CHROMIUM = "/usr/bin/chromium"
 
-
-@pytest.fixture
-def browser_context(monkeypatch):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not shutil.which(CHROMIUM):
-        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
-    # Playwright's sync API runs an event loop in this thread; the ORM calls below are still sync.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
-        )
-        context = browser.new_context()
-        context.set_default_timeout(15_000)
-        yield context
-        context.close()
-        browser.close()
 
 
 def test_playground_reply_streams_in_and_the_live_feed_adds_the_request(gateway, browser_context):
