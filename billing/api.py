@@ -10,6 +10,7 @@ from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 
 from accounts.api.gate import OrgScopedView
+from accounts.api.views import ERRORS
 from accounts.permissions import Perm
 from billing import selectors
 from billing.models import Invoice
@@ -47,8 +48,9 @@ def _invoice(invoice, request) -> dict:
 class InvoiceListView(OrgScopedView):
     required = {"GET": Perm.BILLING_VIEW}
     serializer_class = InvoiceSerializer
+    pagination_class = None  # a plain list (one invoice a month); without this the schema claims a paginated page
 
-    @extend_schema(tags=["billing"], responses={200: InvoiceSerializer(many=True)})
+    @extend_schema(tags=["billing"], responses={200: InvoiceSerializer(many=True), **ERRORS})
     def get(self, request, org_id: int):
         invoices = selectors.invoice_list(org=self.org)
         return Response([_invoice(invoice, request) for invoice in invoices])
@@ -58,7 +60,9 @@ class InvoicePdfView(OrgScopedView):
     required = {"GET": Perm.BILLING_VIEW}
     serializer_class = InvoiceSerializer
 
-    @extend_schema(tags=["billing"], responses={(200, "application/pdf"): OpenApiResponse(description="The PDF")})
+    @extend_schema(
+        tags=["billing"], responses={(200, "application/pdf"): OpenApiResponse(description="The PDF"), **ERRORS}
+    )
     def get(self, request, org_id: int, invoice_id: int):
         try:
             invoice = selectors.invoice_get(org=self.org, invoice_id=invoice_id)

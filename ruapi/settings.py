@@ -217,7 +217,7 @@ SERVESTATIC_USE_FINDERS = not PRODUCTION
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "accounts.api.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "accounts.api.auth.ManagementKeyAuthentication",
@@ -284,6 +284,9 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = RUAPI_MAX_BODY_BYTES
 
 STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY")
 STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET")
+if PRODUCTION and env_str("STRIPE_SECRET_KEY") and not STRIPE_WEBHOOK_SECRET:
+    # Fail closed: with Stripe on, an unverifiable webhook endpoint would accept forged credits.
+    raise ImproperlyConfigured("STRIPE_WEBHOOK_SECRET must be set when STRIPE_SECRET_KEY is (RUAPI_PRODUCTION=1)")
 STRIPE_API_BASE = env_str("STRIPE_API_BASE")
 # Billing (issue 5). Without STRIPE_SECRET_KEY top-ups and auto-recharge say that Stripe is off.
 STRIPE_CURRENCY = "usd"  # balances are USD; Stripe amounts are integer cents at the edge only

@@ -8,6 +8,7 @@ from accounts.models import ApiKey, Invitation, ManagementKey, Membership, Organ
 from billing.money import MoneyError, nanos_to_usd, usd_to_nanos
 
 ASSIGNABLE = [r.value for r in Membership.Role if r != Membership.Role.OWNER]
+INT_MAX = 2_147_483_647  # the largest integer/PositiveIntegerField value (and id) every backend stores
 
 
 class UsdField(serializers.DecimalField):
@@ -17,6 +18,8 @@ class UsdField(serializers.DecimalField):
         kwargs.setdefault("max_digits", 20)
         kwargs.setdefault("decimal_places", 9)
         kwargs.setdefault("min_value", Decimal(0))
+        # nano-USD are stored in a 64-bit integer: a billion dollars is far beyond any cap and fits.
+        kwargs.setdefault("max_value", Decimal(1_000_000_000))
         super().__init__(**kwargs)
 
     def to_internal_value(self, data):
@@ -48,8 +51,8 @@ class OrganizationCreateSerializer(serializers.Serializer):
 
 class OrganizationUpdateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200, required=False)
-    rpm_limit = serializers.IntegerField(min_value=0, allow_null=True, required=False)
-    tpm_limit = serializers.IntegerField(min_value=0, allow_null=True, required=False)
+    rpm_limit = serializers.IntegerField(min_value=0, max_value=INT_MAX, allow_null=True, required=False)
+    tpm_limit = serializers.IntegerField(min_value=0, max_value=INT_MAX, allow_null=True, required=False)
     monthly_spend_cap_usd = UsdField(allow_null=True, required=False)
 
 
@@ -66,7 +69,7 @@ class MemberUpdateSerializer(serializers.Serializer):
 
 
 class TransferOwnershipSerializer(serializers.Serializer):
-    membership_id = serializers.IntegerField()
+    membership_id = serializers.IntegerField(min_value=1, max_value=INT_MAX)
 
 
 class InvitationSerializer(serializers.ModelSerializer):
@@ -123,8 +126,8 @@ class ApiKeyWriteSerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
     allowed_models = serializers.ListField(child=serializers.CharField(max_length=200), required=False)
     ip_allowlist = serializers.ListField(child=serializers.CharField(max_length=64), required=False)
-    rpm_limit = serializers.IntegerField(min_value=0, allow_null=True, required=False)
-    tpm_limit = serializers.IntegerField(min_value=0, allow_null=True, required=False)
+    rpm_limit = serializers.IntegerField(min_value=0, max_value=INT_MAX, allow_null=True, required=False)
+    tpm_limit = serializers.IntegerField(min_value=0, max_value=INT_MAX, allow_null=True, required=False)
     monthly_spend_cap_usd = UsdField(allow_null=True, required=False)
 
 
@@ -146,7 +149,7 @@ class UsageQuerySerializer(serializers.Serializer):
     start = serializers.DateTimeField(required=False, help_text="Inclusive; default: 30 days ago.")
     end = serializers.DateTimeField(required=False, help_text="Exclusive; default: now.")
     group_by = serializers.ChoiceField(choices=["day", "model", "api_key"], default="day")
-    api_key_id = serializers.IntegerField(required=False)
+    api_key_id = serializers.IntegerField(min_value=1, max_value=INT_MAX, required=False)
     model = serializers.CharField(required=False)
 
 
