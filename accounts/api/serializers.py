@@ -11,6 +11,9 @@ ASSIGNABLE = [r.value for r in Membership.Role if r != Membership.Role.OWNER]
 INT_MAX = 2_147_483_647  # the largest integer/PositiveIntegerField value (and id) every backend stores
 
 
+MAX_USD = Decimal(1_000_000_000)
+
+
 class UsdField(serializers.DecimalField):
     """USD as a decimal string in JSON, nano-USD int inside."""
 
@@ -18,12 +21,14 @@ class UsdField(serializers.DecimalField):
         kwargs.setdefault("max_digits", 20)
         kwargs.setdefault("decimal_places", 9)
         kwargs.setdefault("min_value", Decimal(0))
-        # nano-USD are stored in a 64-bit integer: a billion dollars is far beyond any cap and fits.
-        kwargs.setdefault("max_value", Decimal(1_000_000_000))
         super().__init__(**kwargs)
 
     def to_internal_value(self, data):
         value = super().to_internal_value(data)
+        # nano-USD live in a 64-bit column: a billion dollars is beyond any cap and still fits.
+        # (Checked here, not with max_value: DRF runs validators on the returned nano-USD.)
+        if value > MAX_USD:
+            raise serializers.ValidationError(f"Ensure this value is at most {MAX_USD}.")
         try:
             return usd_to_nanos(value)
         except MoneyError as exc:
