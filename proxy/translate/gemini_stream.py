@@ -15,11 +15,8 @@ from .gemini import compact_args, gemini_candidate, gemini_finish_reason_to_anth
 from .models import Conversion, SSEItem
 from .streams import AnthropicToOpenAIStream
 from .streams.from_anthropic import STREAM_INCOMPLETE
+from .streams.from_openai import AnthropicTextBlocks, anthropic_event
 from .usage import Usage, estimate_text_tokens, usage_to_anthropic
-
-
-def _event(name: str, **data: object) -> SSEItem:
-    return name, {"type": name, **data}
 
 
 def gemini_stream_error(chunk: dict) -> GatewayError:
@@ -27,7 +24,7 @@ def gemini_stream_error(chunk: dict) -> GatewayError:
     return upstream_stream_error(chunk, "gemini")
 
 
-class GeminiToAnthropicStream:
+class GeminiToAnthropicStream(AnthropicTextBlocks):
     """Feed parsed Gemini chunks, get A events (§1.8 invariants: dense indices, one stop per start)."""
 
     def __init__(self, conv: Conversion, *, model: str, message_id: str, new_id: Callable[[], str]) -> None:
@@ -73,29 +70,13 @@ class GeminiToAnthropicStream:
             "id": self.message_id, "type": "message", "role": "assistant", "model": self.model, "content": [],
             "stop_reason": None, "stop_sequence": None, "usage": usage,
         }  # fmt: skip
-        return [_event("message_start", message=message), _event("ping")]
+        return [anthropic_event("message_start", message=message), anthropic_event("ping")]
 
     def _close_open(self) -> list[SSEItem]:
         if self.open_kind is None:
             return []
-        items = [_event("content_block_stop", index=self.open_index)]
+        items = [anthropic_event("content_block_stop", index=self.open_index)]
         self.open_kind = self.open_index = None
-        return items
-
-    def _append_text(self, kind: str, text: str) -> list[SSEItem]:
-        items: list[SSEItem] = []
-        if self.open_kind != kind:
-            items += self._close_open()
-            self.open_kind, self.open_index = kind, self.next_index
-            self.next_index += 1
-            block = (
-                {"type": "text", "text": ""}
-                if kind == "text"
-                else {"type": "thinking", "thinking": "", "signature": ""}
-            )
-            items.append(_event("content_block_start", index=self.open_index, content_block=block))
-        self.output_text.append(text)
-        items.append(_event("content_block_delta", index=self.open_index, delta={"type": f"{kind}_delta", kind: text}))
         return items
 
     def _function_call(self, call: dict) -> list[SSEItem]:
@@ -106,13 +87,13 @@ class GeminiToAnthropicStream:
         self.emitted_tool_use = True
         name = self.conv.client_tool_name(call.get("name") or "")
         block = {"type": "tool_use", "id": call.get("id") or self.new_id(), "name": name, "input": {}}
-        items.append(_event("content_block_start", index=index, content_block=block))
+        items.append(anthropic_event("content_block_start", index=index, content_block=block))
         arguments = compact_args(call.get("args"))
         self.output_text += [name, arguments]
         if arguments != "{}":
             delta = {"type": "input_json_delta", "partial_json": arguments}
-            items.append(_event("content_block_delta", index=index, delta=delta))
-        items.append(_event("content_block_stop", index=index))
+            items.append(anthropic_event("content_block_delta", index=index, delta=delta))
+        items.append(anthropic_event("content_block_stop", index=index))
         return items
 
     def _finalize(self) -> list[SSEItem]:
@@ -124,8 +105,8 @@ class GeminiToAnthropicStream:
         )
         # Exactly one message_delta with the stop reason and the final usage (all four fields, §3.2).
         delta = {"stop_reason": stop_reason, "stop_sequence": None}
-        items.append(_event("message_delta", delta=delta, usage=usage_to_anthropic(self.usage)))
-        items.append(_event("message_stop"))
+        items.append(anthropic_event("message_delta", delta=delta, usage=usage_to_anthropic(self.usage)))
+        items.append(anthropic_event("message_stop"))
         self.done = True
         return items
 

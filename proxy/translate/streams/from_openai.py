@@ -28,11 +28,36 @@ class _ToolCall:
     pending_args: list[str] = field(default_factory=list)  # fragments that arrived before the name
 
 
-def _event(name: str, **data: object) -> SSEItem:
+def anthropic_event(name: str, **data: object) -> SSEItem:
     return name, {"type": name, **data}
 
 
-class OpenAIToAnthropicStream:
+class AnthropicTextBlocks:
+    """Text and thinking blocks of an A stream (§4.2 `open_block`), shared by the O→A and Gemini→A machines.
+
+    The host class keeps `open_kind`, `open_index`, `next_index`, `output_text` and `_close_open()`.
+    """
+
+    def _append_text(self, kind: str, text: str) -> list[SSEItem]:
+        """A text or thinking delta, opening a block of that kind first if needed."""
+        items: list[SSEItem] = []
+        if self.open_kind != kind:
+            items += self._close_open()
+            self.open_kind, self.open_index = kind, self.next_index
+            self.next_index += 1
+            block = (
+                {"type": "text", "text": ""}
+                if kind == "text"
+                else {"type": "thinking", "thinking": "", "signature": ""}
+            )
+            items.append(anthropic_event("content_block_start", index=self.open_index, content_block=block))
+        self.output_text.append(text)
+        delta = {"type": f"{kind}_delta", kind: text}
+        items.append(anthropic_event("content_block_delta", index=self.open_index, delta=delta))
+        return items
+
+
+class OpenAIToAnthropicStream(AnthropicTextBlocks):
     """Feed parsed O chunks, get A events; `new_id()` mints ids for tool calls that came without one."""
 
     def __init__(self, conv: Conversion, *, model: str, message_id: str, new_id: Callable[[], str]) -> None:
@@ -85,12 +110,12 @@ class OpenAIToAnthropicStream:
             "stop_sequence": None,
             "usage": usage,
         }
-        return [_event("message_start", message=message), _event("ping")]
+        return [anthropic_event("message_start", message=message), anthropic_event("ping")]
 
     def _close_text(self) -> list[SSEItem]:
         if self.open_kind is None:
             return []
-        items = [_event("content_block_stop", index=self.open_index)]
+        items = [anthropic_event("content_block_stop", index=self.open_index)]
         self.open_kind = self.open_index = None
         return items
 
@@ -101,32 +126,14 @@ class OpenAIToAnthropicStream:
             if call.index is None:
                 items += self._start_tool(call)
         for call in sorted(self.tool_phase.values(), key=lambda call: call.index):
-            items.append(_event("content_block_stop", index=call.index))
+            items.append(anthropic_event("content_block_stop", index=call.index))
         self.tool_phase = {}
         self.tool_keys_by_id = {}
         return items
 
-    def _append_text(self, kind: str, text: str) -> list[SSEItem]:
-        """A text or thinking delta, opening a block of that kind first if needed."""
-        items: list[SSEItem] = []
-        if self.open_kind != kind:
-            items += self._close_open()
-            self.open_kind, self.open_index = kind, self.next_index
-            self.next_index += 1
-            block = (
-                {"type": "text", "text": ""}
-                if kind == "text"
-                else {"type": "thinking", "thinking": "", "signature": ""}
-            )
-            items.append(_event("content_block_start", index=self.open_index, content_block=block))
-        self.output_text.append(text)
-        delta = {"type": f"{kind}_delta", kind: text}
-        items.append(_event("content_block_delta", index=self.open_index, delta=delta))
-        return items
-
     def _arguments_delta(self, call: _ToolCall, partial_json: str) -> SSEItem:
         self.output_text.append(partial_json)
-        return _event(
+        return anthropic_event(
             "content_block_delta", index=call.index, delta={"type": "input_json_delta", "partial_json": partial_json}
         )
 
@@ -137,7 +144,7 @@ class OpenAIToAnthropicStream:
         name = self.conv.client_tool_name(call.name or UNKNOWN_TOOL_NAME)
         self.output_text.append(name)
         block = {"type": "tool_use", "id": call.id, "name": name, "input": {}}
-        items = [_event("content_block_start", index=call.index, content_block=block)]
+        items = [anthropic_event("content_block_start", index=call.index, content_block=block)]
         if call.pending_args:
             # Buffered fragments flushed once, as one delta (edge case 6).
             items.append(self._arguments_delta(call, "".join(call.pending_args)))
@@ -195,8 +202,8 @@ class OpenAIToAnthropicStream:
         )
         # Exactly one message_delta, carrying the stop reason and the final usage (Gitlawb/openclaude#14).
         delta = {"stop_reason": stop_reason, "stop_sequence": stop_sequence}
-        items.append(_event("message_delta", delta=delta, usage=usage_to_anthropic(self.usage)))
-        items.append(_event("message_stop"))
+        items.append(anthropic_event("message_delta", delta=delta, usage=usage_to_anthropic(self.usage)))
+        items.append(anthropic_event("message_stop"))
         self.done = True
         return items
 
