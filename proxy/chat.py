@@ -153,13 +153,14 @@ class ChatExchange(Exchange):
                 # Pass-through (G1): rename the output cap only for providers configured to need it.
                 client_field = "max_completion_tokens" if "max_completion_tokens" in self.body else "max_tokens"
                 target = replace(target, max_tokens_field=client_field)
-            return openai_request_to_openai(_allowed(self.body, OPENAI_CHAT_FIELDS, route), target)
+            body = _allowed(self.body, OPENAI_CHAT_FIELDS, route)
+            return openai_request_to_openai(body, target, input_estimate=self.input_estimate)
         if client == ANTHROPIC and upstream == ANTHROPIC:
             body = _allowed(self.body, ANTHROPIC_MESSAGES_FIELDS, route)
             if isinstance(body.get("metadata"), dict):  # A metadata has one field (§1.5): allowlist it too
                 user_id = body["metadata"].get("user_id")
                 body["metadata"] = {"user_id": user_id} if isinstance(user_id, str) else {}
-            return anthropic_request_to_anthropic(body, target)
+            return anthropic_request_to_anthropic(body, target, input_estimate=self.input_estimate)
         if client == OPENAI:
             return openai_request_to_anthropic(self.body, target)
         return anthropic_request_to_openai(self.body, target)

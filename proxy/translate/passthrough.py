@@ -9,7 +9,7 @@ from .models import Conversion, TargetModel
 from .usage import estimate_anthropic_prompt_tokens, estimate_openai_prompt_tokens
 
 
-def openai_request_to_openai(body: dict, target: TargetModel) -> Conversion:
+def openai_request_to_openai(body: dict, target: TargetModel, *, input_estimate: int | None = None) -> Conversion:
     """O→O: upstream model id, stream usage always requested (G5), max-tokens field the provider knows (§2.3)."""
     out = {**body, "model": target.upstream_model}
     if out.get("stream") and target.stream_usage:
@@ -17,7 +17,9 @@ def openai_request_to_openai(body: dict, target: TargetModel) -> Conversion:
     other_field = "max_completion_tokens" if target.max_tokens_field == "max_tokens" else "max_tokens"
     if other_field in out and target.max_tokens_field not in out:
         out[target.max_tokens_field] = out.pop(other_field)
-    return Conversion(body=out, input_estimate=estimate_openai_prompt_tokens(out))
+    # The caller usually estimated the same messages already (for the hold): do not walk them twice.
+    estimate = estimate_openai_prompt_tokens(out) if input_estimate is None else input_estimate
+    return Conversion(body=out, input_estimate=estimate)
 
 
 def openai_chunk_for_client(chunk: dict, *, include_usage: bool) -> dict | None:
@@ -32,8 +34,13 @@ def openai_chunk_for_client(chunk: dict, *, include_usage: bool) -> dict | None:
 
 
 def anthropic_request_to_anthropic(
-    body: dict, target: TargetModel, *, accept_signature: Callable[[dict], bool] | None = None
+    body: dict,
+    target: TargetModel,
+    *,
+    accept_signature: Callable[[dict], bool] | None = None,
+    input_estimate: int | None = None,
 ) -> Conversion:
     """A→A: upstream model id and the thinking provenance filter (§3.5); everything else forwarded."""
     out = {**anthropic_thinking_filter(body, accept_signature=accept_signature), "model": target.upstream_model}
-    return Conversion(body=out, input_estimate=estimate_anthropic_prompt_tokens(out))
+    estimate = estimate_anthropic_prompt_tokens(out) if input_estimate is None else input_estimate
+    return Conversion(body=out, input_estimate=estimate)
