@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from accounts.keycache import KeyContext
 from billing.models import Hold
 from billing.money import TokenCounts, TokenPrices, cost_for
-from billing.services import InsufficientBalanceError, UsageRecord, balance_hold, hold_settle
+from billing.services import InsufficientBalanceError, UsageRecord, balance_hold, batched, hold_settle
 from catalog.snapshot import ModelSpec, RouteSpec
 from proxy import limits
 from proxy.responses import Call
@@ -66,6 +66,9 @@ async def hold_open(call: Call, key: KeyContext, amount_nanos: int, *, tokens: i
             raise
         call.extra_headers.update(headers)
     try:
+        writer = batched.writer()
+        if writer is not None:
+            return await writer.hold(org_id=key.org_id, request_id=call.request_id, amount_nanos=amount_nanos)
         return await run_db(balance_hold, org_id=key.org_id, request_id=call.request_id, amount_nanos=amount_nanos)
     except InsufficientBalanceError as exc:
         # Not spent after all: give the reservation back to the spend caps.
@@ -127,6 +130,10 @@ async def settle(call: Call, key: KeyContext, hold: Hold, spec: ModelSpec, outco
 
 
 async def _settle_and_publish(record, hold: Hold, key: KeyContext) -> None:
-    event = await run_db(hold_settle, hold=hold, usage=record)
+    writer = batched.writer()
+    if writer is not None:
+        event = await writer.settle(hold=hold, usage=record)
+    else:
+        event = await run_db(hold_settle, hold=hold, usage=record)
     # The live feed (issue 6): a fire-and-forget group_send after the commit; never awaited here.
     usage_event_publish(event, key_prefix=key.key_prefix)

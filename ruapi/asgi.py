@@ -144,15 +144,19 @@ async def http_app(scope, receive, send):
 
 
 async def lifespan_app(scope, receive, send):
-    """Accept the server's lifespan protocol (Django itself rejects it), closing upstream pools on exit."""
+    """Accept the server's lifespan protocol (Django itself rejects it): this loop batches its ledger
+    writes (billing/services/batched.py); upstream pools and ledger connections close on exit."""
+    from billing.services import batched
     from proxy.upstreams.http import close_sessions
 
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            batched.enable_for_running_loop()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await close_sessions()
+            await batched.close_for_running_loop()
             await send({"type": "lifespan.shutdown.complete"})
             return
 

@@ -271,13 +271,16 @@ def _hold_settle(hold: Hold, usage: UsageRecord) -> UsageEvent:
 def holds_expire(*, now=None) -> int:
     """Release pending holds past their expiry (left by crashed processes). Returns how many."""
     now = now or timezone.now()
-    released = 0
-    for hold in Hold.objects.filter(status=Hold.Status.PENDING, expires_at__lt=now).iterator():
-        with transaction.atomic():
-            if Hold.objects.filter(pk=hold.pk, status=Hold.Status.PENDING).update(status=Hold.Status.RELEASED):
-                Balance.objects.filter(org_id=hold.org_id).update(held_nanos=F("held_nanos") - hold.amount_nanos)
-                released += 1
-    return released
+    return sum(hold_release(hold=hold) for hold in Hold.objects.filter(status=Hold.Status.PENDING, expires_at__lt=now))
+
+
+@transaction.atomic
+def hold_release(*, hold: Hold) -> bool:
+    """Give a pending hold's money back without debiting anything (False if it was not pending)."""
+    if not Hold.objects.filter(pk=hold.pk, status=Hold.Status.PENDING).update(status=Hold.Status.RELEASED):
+        return False
+    Balance.objects.filter(org_id=hold.org_id).update(held_nanos=F("held_nanos") - hold.amount_nanos)
+    return True
 
 
 @dataclass(frozen=True)
