@@ -274,6 +274,9 @@ RUAPI_SPEND_CACHE_TTL = env_float("RUAPI_SPEND_CACHE_TTL", 5.0)
 RUAPI_KEY_VERSION_CHECK_INTERVAL = env_float("RUAPI_KEY_VERSION_CHECK_INTERVAL", 1.0)
 # A hold expires (and is released by a task) after this many seconds.
 RUAPI_HOLD_TTL = env_int("RUAPI_HOLD_TTL", 3600)
+# Holds and settlements of the server's requests batched into one Postgres statement each per
+# event loop (billing/services/batched.py); off = one statement per request through the ORM pool.
+RUAPI_BATCHED_LEDGER = env_bool("RUAPI_BATCHED_LEDGER", True)
 # Usage (issue 6): raw usage events are deleted after this many days; rollups are kept forever.
 RUAPI_USAGE_EVENT_RETENTION_DAYS = env_int("RUAPI_USAGE_EVENT_RETENTION_DAYS", 90)
 # Test hook only: seconds each rollup bucket rebuild sleeps before committing (the SIGKILL test).
