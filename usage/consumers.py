@@ -71,8 +71,9 @@ class UsageFeedConsumer(OrgConsumer):
         if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
-    async def usage_event(self, message: dict) -> None:
-        await self.send_json({"type": "request", "request": message["event"]})
+    async def usage_events(self, message: dict) -> None:
+        for event in message["events"]:
+            await self.send_json({"type": "request", "request": event})
 
     async def receive_json(self, content, **kwargs) -> None:
         pass  # the feed is one-way

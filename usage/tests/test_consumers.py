@@ -53,6 +53,24 @@ async def test_feed_delivers_the_organisations_requests_only(ws_app, people):
     await feed.disconnect()
 
 
+@pytest.mark.asyncio
+async def test_a_burst_of_requests_reaches_the_feed_whole_and_in_order(ws_app, people):
+    # given
+    feed = WebsocketCommunicator(ws_app, f"/ws/orgs/{people.org.id}/usage/live/", headers=ws_headers(people.viewer))
+    assert (await feed.connect())[0]
+    events = [
+        await database_sync_to_async(make_event)(people.org, timezone.now(), request_id=f"req_{n}") for n in range(5)
+    ]
+    # when: they complete together (published as one message to the group)
+    for event in events:
+        usage_event_publish(event)
+    # then: one feed message per request, in completion order
+    received = [(await feed.receive_json_from(timeout=5))["request"]["request_id"] for _ in events]
+    assert received == [f"req_{n}" for n in range(5)]
+    assert await feed.receive_nothing(timeout=0.3)
+    await feed.disconnect()
+
+
 @pytest.mark.parametrize(
     ("_case", "who", "path"),
     [
