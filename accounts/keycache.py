@@ -9,6 +9,10 @@ Bound on revocation (and on any change to a key's or organisation's limits):
   reads that version at most once per RUAPI_KEY_VERSION_CHECK_INTERVAL (1 s) on the hot path and
   drops its whole key cache when it moved — so a revocation is effective everywhere within ~1 s;
 - whatever happens to Redis, no process trusts a cached key longer than RUAPI_KEY_CACHE_TTL (5 s).
+
+It also holds the per-process verdicts of the failed-key throttle (proxy/auththrottle.py counts
+the failures): client addresses refused without any lookup until a time, so that check costs one
+dict lookup and no I/O on the hot path.
 """
 
 import ipaddress
@@ -129,11 +133,47 @@ async def key_context_lookup(key_hash: str) -> KeyContext | None:
 
 
 def invalidate(key_hash: str | None = None) -> None:
-    """Forget one cached key (or all of them) in this process."""
+    """Forget one cached key (or all of them, and the blocked-client verdicts) in this process.
+
+    A forgotten verdict costs one more lookup at most: the failure counter itself (Redis or
+    proxy/limits.py's in-process limiter) is not cleared, so the client's next failure blocks it again.
+    """
     if key_hash is None:
         _cache.clear()
+        _blocked_clients.clear()
     else:
         _cache.pop(key_hash, None)
+
+
+# -- failed-authentication throttle: this process's verdicts ---------------------------------------
+_blocked_clients: dict[str, float] = {}  # client bucket (proxy/auththrottle.py) -> monotonic end of its block
+
+
+def client_block_remaining(bucket: str) -> float:
+    """Seconds this client is still refused without a lookup (0: not blocked). No I/O."""
+    until = _blocked_clients.get(bucket)
+    if until is None:
+        return 0.0
+    remaining = until - time.monotonic()
+    if remaining <= 0:
+        _blocked_clients.pop(bucket, None)
+        return 0.0
+    return remaining
+
+
+def client_block(bucket: str, seconds: float) -> None:
+    """Refuse this client's keys without a lookup for `seconds` (its failure window's rest)."""
+    now = time.monotonic()
+    if len(_blocked_clients) >= _MAX_ENTRIES:
+        for name in [name for name, until in _blocked_clients.items() if until <= now]:
+            del _blocked_clients[name]
+        if len(_blocked_clients) >= _MAX_ENTRIES:
+            _blocked_clients.clear()
+    _blocked_clients[bucket] = now + seconds
+
+
+def any_client_blocked() -> bool:
+    return bool(_blocked_clients)
 
 
 def publish_change(key_hash: str | None = None) -> None:

@@ -272,6 +272,11 @@ RUAPI_PUBLIC_BASE_URL = env_str("RUAPI_PUBLIC_BASE_URL", "")
 # usage events is trusted, and how often a process checks Redis for key revocations/changes.
 RUAPI_SPEND_CACHE_TTL = env_float("RUAPI_SPEND_CACHE_TTL", 5.0)
 RUAPI_KEY_VERSION_CHECK_INTERVAL = env_float("RUAPI_KEY_VERSION_CHECK_INTERVAL", 1.0)
+# Brute force on gateway keys (proxy/auththrottle.py): a client address that presented this many
+# invalid keys within one window of RUAPI_AUTH_FAIL_WINDOW seconds gets 429 + Retry-After for the
+# rest of the window, without a lookup, whatever key it sends. 0 turns the throttle off.
+RUAPI_AUTH_FAIL_LIMIT = env_int("RUAPI_AUTH_FAIL_LIMIT", 20)
+RUAPI_AUTH_FAIL_WINDOW = env_float("RUAPI_AUTH_FAIL_WINDOW", 60.0)
 # A hold expires (and is released by a task) after this many seconds.
 RUAPI_HOLD_TTL = env_int("RUAPI_HOLD_TTL", 3600)
 # Holds and settlements of the server's requests batched into one Postgres statement each per
