@@ -33,8 +33,14 @@ def root(request):
     return redirect("dashboard:overview" if request.user.is_authenticated else "account_login")
 
 
-def _model_names() -> list[str]:
-    return sorted(catalog_build().models)
+def _visible_specs(org) -> list:
+    """The catalog models this organisation may use: a model restricted to other organisations is
+    not shown (nor offered in a key's allowed models), as /v1/models does not list it."""
+    return sorted((s for s in catalog_build().models.values() if s.visible_to(org.id)), key=lambda s: s.name)
+
+
+def _model_names(org) -> list[str]:
+    return [s.name for s in _visible_specs(org)]
 
 
 def _service_error(request, exc: services.AccountsError, form=None):
@@ -180,7 +186,7 @@ def keys(request):
     rows = _key_rows(org, selectors.apikey_list(org=org, status=status))
     if request.htmx and request.GET.get("fragment") == "table":
         return render(request, "dashboard/partials/key_table.html", {"rows": rows})
-    context = {"rows": rows, "form": ApiKeyForm(model_names=_model_names()), "status": status or ""}
+    context = {"rows": rows, "form": ApiKeyForm(model_names=_model_names(org)), "status": status or ""}
     return render(request, "dashboard/keys.html", context)
 
 
@@ -188,7 +194,7 @@ def keys(request):
 @require_POST
 def key_create(request):
     org = request.tenant.org
-    form = ApiKeyForm(request.POST, model_names=_model_names())
+    form = ApiKeyForm(request.POST, model_names=_model_names(org))
     issued = None
     if form.is_valid():
         try:
@@ -197,14 +203,14 @@ def key_create(request):
         except services.AccountsError as exc:
             _service_error(request, exc, form)
     if request.htmx:
-        fresh = ApiKeyForm(model_names=_model_names()) if issued else form
+        fresh = ApiKeyForm(model_names=_model_names(org)) if issued else form
         response = render(request, "dashboard/partials/key_create.html", {"form": fresh, "issued": issued})
         if issued:
             trigger_client_event(response, "keys-changed")
         return response
     if issued:
         rows = _key_rows(org, selectors.apikey_list(org=org))
-        context = {"rows": rows, "form": ApiKeyForm(model_names=_model_names()), "issued": issued}
+        context = {"rows": rows, "form": ApiKeyForm(model_names=_model_names(org)), "issued": issued}
         return render(request, "dashboard/keys.html", context)
     rows = _key_rows(org, selectors.apikey_list(org=org))
     return render(request, "dashboard/keys.html", {"rows": rows, "form": form}, status=400)
@@ -221,7 +227,7 @@ def _tenant_key(request, api_key_id: int) -> ApiKey:
 def key_edit(request, api_key_id: int):
     api_key = _tenant_key(request, api_key_id)
     if request.method == "POST":
-        form = ApiKeyForm(request.POST, model_names=_model_names())
+        form = ApiKeyForm(request.POST, model_names=_model_names(request.tenant.org))
         if form.is_valid():
             try:
                 services.apikey_update(org=request.tenant.org, api_key=api_key, name=form.cleaned_data["name"],
@@ -232,7 +238,7 @@ def key_edit(request, api_key_id: int):
                 messages.success(request, f"Saved {api_key.prefix}…; the gateway applies it within seconds.")
                 return redirect("dashboard:keys")
     else:
-        form = ApiKeyForm(initial=ApiKeyForm.initial_for(api_key), model_names=_model_names())
+        form = ApiKeyForm(initial=ApiKeyForm.initial_for(api_key), model_names=_model_names(request.tenant.org))
     return render(request, "dashboard/key_edit.html", {"form": form, "api_key": api_key})
 
 
@@ -377,15 +383,16 @@ def invitation_accept(request, token: str):
 @tenant_view(Perm.ORG_VIEW)
 def quickstart(request):
     base = public_base_url(request)
-    names = _model_names()
-    chat_models = [n for n, s in catalog_build().models.items() if s.mode == "chat"]
+    specs = _visible_specs(request.tenant.org)
+    names = [s.name for s in specs]
+    chat_models = [s.name for s in specs if s.mode == "chat"]
     model = "demo-echo" if "demo-echo" in chat_models else (sorted(chat_models) or ["MODEL"])[0]
     return render(request, "dashboard/quickstart.html", {"base_url": base, "model": model, "has_models": bool(names)})
 
 
 @tenant_view(Perm.ORG_VIEW)
 def models(request):
-    specs = sorted(catalog_build().models.values(), key=lambda s: s.name)
+    specs = _visible_specs(request.tenant.org)
     rows = [{"spec": s, "input": nanos_to_usd(s.prices.input_nanos_per_mtok).normalize(),
              "output": nanos_to_usd(s.prices.output_nanos_per_mtok).normalize()} for s in specs]  # fmt: skip
     return render(request, "dashboard/models.html", {"rows": rows})
