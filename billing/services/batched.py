@@ -7,7 +7,7 @@ two pool check-outs and two round trips per request — most of the gateway's CP
 
 - callers queue their hold or settlement and await a future;
 - a flusher sends everything queued as ONE statement on an async psycopg connection (no thread
-  hop; constant SQL text over `unnest()` arrays, so the server prepares it once per connection),
+  hop; constant SQL text with the rows as one json parameter, so the server prepares it once per connection),
   with at most MAX_INFLIGHT statements per kind at a time. There is no timer: a lone request is
   sent at once, and batches form only from requests that arrive while a statement is in flight,
   so at low load the latency is one round trip and under load the cost per request falls.
@@ -36,10 +36,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+import orjson
 import psycopg
 from django.conf import settings
 from django.db import connections
-from django.db.models import AutoField
+from django.db.models import AutoField, DecimalField
 from django.utils import timezone
 from psycopg.conninfo import make_conninfo
 
@@ -60,24 +61,47 @@ MAX_BATCH = 256  # items per statement
 MAX_INFLIGHT = 2  # statements per kind at a time (and connections per kind)
 
 
-class _Table:
-    """INSERT INTO <model> (every concrete column) SELECT * FROM unnest(<one typed array per column>)."""
+class _Rows:
+    """A model's rows as ONE json parameter: INSERT INTO <table> (<columns>) SELECT <columns> FROM
+    json_to_recordset(%s::json) AS r(<column> <type>, ...), every concrete column of the model.
+
+    One orjson-encoded string instead of one typed array per column: psycopg's array dumpers
+    (type detection per list) cost ~0.3 ms per statement, json_to_recordset costs Postgres little.
+    """
 
     def __init__(self, model) -> None:
-        self.connection = connections["default"]
-        self.fields = [f for f in model._meta.local_concrete_fields if not isinstance(f, AutoField)]
-        columns = ", ".join(self.connection.ops.quote_name(f.column) for f in self.fields)
-        arrays = ", ".join(f"%s::{f.db_type(self.connection)}[]" for f in self.fields)
-        self.insert_sql = f"INSERT INTO {model._meta.db_table} ({columns}) SELECT * FROM unnest({arrays})"
+        connection = connections["default"]
+        quote = connection.ops.quote_name
+        fields = [f for f in model._meta.local_concrete_fields if not isinstance(f, AutoField)]
+        columns = ", ".join(quote(f.column) for f in fields)
+        types = ", ".join(f"{quote(f.column)} {f.db_type(connection)}" for f in fields)
+        self.recordset = f"json_to_recordset(%s::json) AS r({types})"
+        self.insert_sql = f"INSERT INTO {model._meta.db_table} ({columns}) SELECT {columns} FROM {self.recordset}"
+        # (column, attribute, kind): "now" for auto_now(_add) timestamps, "str" for decimals (exact as text).
+        self._spec = [
+            (
+                f.column,
+                f.attname,
+                "now" if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
+                else "str" if isinstance(f, DecimalField) else "",
+            )
+            for f in fields
+        ]  # fmt: skip
 
-    def arrays(self, objs) -> list[list]:
-        """One list per column of what Django would write for each object (defaults, auto_now_add)."""
-        fields, connection = self.fields, self.connection
-        columns: list[list] = [[] for _ in fields]
+    def json(self, objs, *, now) -> str:
+        """The objects' rows as Django would write them (defaults applied by the model's __init__)."""
+        rows = []
         for obj in objs:
-            for column, field in zip(columns, fields, strict=True):
-                column.append(field.get_db_prep_save(field.pre_save(obj, add=True), connection))
-        return columns
+            row = {}
+            for column, attname, kind in self._spec:
+                if kind == "now":
+                    setattr(obj, attname, now)
+                    row[column] = now
+                else:
+                    value = getattr(obj, attname)
+                    row[column] = str(value) if kind == "str" and value is not None else value
+            rows.append(row)
+        return orjson.dumps(rows).decode()
 
 
 @dataclass(slots=True)
@@ -142,8 +166,8 @@ class LedgerWriter:
         self._closed = False
         self._holds = _Batcher(self._flush_holds)
         self._settlements = _Batcher(self._flush_settlements)
-        self._events = _Table(UsageEvent)
-        self._entries = _Table(LedgerEntry)
+        self._events = _Rows(UsageEvent)
+        self._entries = _Rows(LedgerEntry)
         self._hold_sql = _hold_sql()
         self._settle_sql = _settle_sql(self._entries.insert_sql, self._events.insert_sql)
 
@@ -208,17 +232,18 @@ class LedgerWriter:
 
     # -- flushes -----------------------------------------------------------------------------------
     async def _flush_holds(self, batch: list[tuple[Hold, asyncio.Future]]) -> None:
-        holds = [hold for hold, _ in batch]
         now = timezone.now()
-        params = [
-            [h.id for h in holds],
-            [h.org_id for h in holds],
-            [h.request_id for h in holds],
-            [h.amount_nanos for h in holds],
-            [h.expires_at for h in holds],
-            now,
-            now,
+        requests = [
+            {
+                "id": h.id,
+                "org_id": h.org_id,
+                "request_id": h.request_id,
+                "amount": h.amount_nanos,
+                "expires_at": h.expires_at,
+            }
+            for h, _ in batch
         ]
+        params = [orjson.dumps(requests).decode(), now, now]
         try:
             rows = await self._execute(self._hold_sql, params)
         except Exception:
@@ -247,13 +272,13 @@ class LedgerWriter:
             for item in items
             if item.record.cost_nanos
         ]
+        now = timezone.now()
+        settled = [{"hold_id": i.hold.pk, "org_id": i.hold.org_id, "cost": i.record.cost_nanos} for i in items]
         params = [
-            [item.hold.pk for item in items],
-            [item.hold.org_id for item in items],
-            [item.record.cost_nanos for item in items],
-            timezone.now(),
-            *self._entries.arrays(entries),
-            *self._events.arrays([item.event for item in items]),
+            orjson.dumps(settled).decode(),
+            now,
+            self._entries.json(entries, now=now),
+            self._events.json([item.event for item in items], now=now),
         ]
         try:
             rows = await self._execute(self._settle_sql, params)
@@ -297,8 +322,8 @@ def _hold_sql() -> str:
     balance, holds = Balance._meta.db_table, Hold._meta.db_table
     return f"""
 WITH req AS (
-  SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::varchar(64)[], %s::bigint[], %s::timestamptz[])
-    AS r(id, org_id, request_id, amount, expires_at)
+  SELECT * FROM json_to_recordset(%s::json)
+    AS r(id uuid, org_id bigint, request_id varchar(64), amount bigint, expires_at timestamptz)
 ), total AS (
   SELECT org_id, SUM(amount)::bigint AS amount FROM req GROUP BY org_id
 ), locked AS (
@@ -319,7 +344,7 @@ def _settle_sql(ledger_insert: str, event_insert: str) -> str:
     balance, holds = Balance._meta.db_table, Hold._meta.db_table
     return f"""
 WITH s AS (
-  SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::bigint[]) AS s(hold_id, org_id, cost)
+  SELECT * FROM json_to_recordset(%s::json) AS s(hold_id uuid, org_id bigint, cost bigint)
 ), released AS (
   UPDATE {holds} h SET status = 'settled' FROM s WHERE h.id = s.hold_id AND h.status = 'pending'
   RETURNING h.id, h.amount_nanos
