@@ -25,6 +25,7 @@ from django.conf import settings
 from accounts import shared_state
 from accounts.models import ApiKey
 from ruapi.db import run_db
+from ruapi.singleflight import SingleFlight
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ class KeyContext:
 
 
 _cache: dict[str, tuple[KeyContext | None, float]] = {}
+_loads = SingleFlight()  # concurrent lookups of one uncached key share one load
+_generation = [0]  # bumped by every invalidation: a load that started before it is not cached
 _version_state = {"seen": None, "next_check": 0.0}
 
 
@@ -110,7 +113,7 @@ async def _follow_remote_changes() -> None:
         return
     if version != _version_state["seen"]:
         _version_state["seen"] = version
-        _cache.clear()
+        _forget_keys()
 
 
 async def key_context_lookup(key_hash: str) -> KeyContext | None:
@@ -120,16 +123,32 @@ async def key_context_lookup(key_hash: str) -> KeyContext | None:
     now = time.monotonic()
     entry = _cache.get(key_hash)
     if entry is None or entry[1] <= now:
-        context = await run_db(_load, key_hash)
-        if len(_cache) >= _MAX_ENTRIES:
-            _cache.clear()
-        # Unknown keys are cached too, so guessing keys cannot hammer the database.
-        _cache[key_hash] = (context, now + settings.RUAPI_KEY_CACHE_TTL)
+        context = await _loads.run((_generation[0], key_hash), lambda: _load_and_cache(key_hash))
     else:
         context = entry[0]
     if context is not None and context.expires_at is not None and context.expires_at <= time.time():
         return None
     return context
+
+
+async def _load_and_cache(key_hash: str) -> KeyContext | None:
+    generation = _generation[0]
+    context = await run_db(_load, key_hash)
+    if generation == _generation[0]:  # not invalidated meanwhile (the load may have read the old row)
+        if len(_cache) >= _MAX_ENTRIES:
+            _cache.clear()
+        # Unknown keys are cached too, so guessing keys cannot hammer the database.
+        _cache[key_hash] = (context, time.monotonic() + settings.RUAPI_KEY_CACHE_TTL)
+    return context
+
+
+def _forget_keys(key_hash: str | None = None) -> None:
+    _generation[0] += 1
+    _loads.forget()
+    if key_hash is None:
+        _cache.clear()
+    else:
+        _cache.pop(key_hash, None)
 
 
 def invalidate(key_hash: str | None = None) -> None:
@@ -138,11 +157,9 @@ def invalidate(key_hash: str | None = None) -> None:
     A forgotten verdict costs one more lookup at most: the failure counter itself (Redis or
     proxy/limits.py's in-process limiter) is not cleared, so the client's next failure blocks it again.
     """
+    _forget_keys(key_hash)
     if key_hash is None:
-        _cache.clear()
         _blocked_clients.clear()
-    else:
-        _cache.pop(key_hash, None)
 
 
 # -- failed-authentication throttle: this process's verdicts ---------------------------------------

@@ -28,6 +28,7 @@ from billing.money import TokenPrices
 from catalog.crypto import decrypt_secret
 from catalog.models import Model, Price, ProviderKey, Route
 from ruapi.db import run_db
+from ruapi.singleflight import SingleFlight
 
 logger = logging.getLogger(__name__)
 
@@ -290,6 +291,8 @@ class CatalogCache:
         self.current: CatalogSnapshot | None = None
         self.seen_version: bytes | None = None
         self.next_check = 0.0
+        self.generation = 0  # bumped by every invalidation: a build that started before it is not kept
+        self.builds = SingleFlight()
 
     async def _follow_remote_changes(self) -> None:
         """Drop the snapshot when another process published a change (one GET per interval at most)."""
@@ -306,7 +309,7 @@ class CatalogCache:
             return
         if version != self.seen_version:
             self.seen_version = version
-            self.current = None
+            self.invalidate()
 
     async def get(self) -> CatalogSnapshot:
         """The cached snapshot, rebuilt when stale (TTL) or changed elsewhere (Redis version)."""
@@ -314,12 +317,20 @@ class CatalogCache:
             await self._follow_remote_changes()
         snap = self.current
         if snap is None or time.monotonic() - snap.loaded_at > settings.RUAPI_CATALOG_CACHE_TTL:
-            snap = await run_db(catalog_build)
+            snap = await self.builds.run(self.generation, self._build)
+        return snap
+
+    async def _build(self) -> CatalogSnapshot:
+        generation = self.generation
+        snap = await run_db(catalog_build)
+        if generation == self.generation:
             self.current = snap
         return snap
 
     def invalidate(self) -> None:
+        self.generation += 1
         self.current = None
+        self.builds.forget()
 
 
 _cache = CatalogCache()

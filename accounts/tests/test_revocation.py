@@ -85,3 +85,69 @@ def test_apikey_disable_publishes_to_redis(transactional_db):
     issued = key_for(OrgFactory())
     apikey_disable(org=issued.api_key.org, api_key=issued.api_key)
     assert int(client.get(keycache.VERSION_KEY)) == before + 1
+
+
+@pytest.mark.embedded
+def test_requests_racing_an_uncached_key_share_one_lookup(gateway, settings, monkeypatch):
+    # given: a key the process has not cached yet, and a lookup we can count
+    import asyncio
+
+    from accounts.services import apikey_hash
+
+    settings.RUAPI_KEY_CACHE_TTL = 60.0
+    keycache.invalidate()
+    loads = []
+    real_load = keycache._load
+
+    def counted_load(key_hash):
+        loads.append(key_hash)
+        time.sleep(0.05)
+        return real_load(key_hash)
+
+    monkeypatch.setattr(keycache, "_load", counted_load)
+    key_hash = apikey_hash(gateway.tenant.secret)
+
+    async def scenario():
+        return await asyncio.gather(*(keycache.key_context_lookup(key_hash) for _ in range(20)))
+
+    # when
+    contexts = asyncio.run(scenario())
+    # then: one database lookup served all twenty
+    assert loads == [key_hash]
+    assert all(c is not None and c.key_id == gateway.tenant.api_key.pk for c in contexts)
+
+
+@pytest.mark.embedded
+def test_a_lookup_that_raced_a_revocation_is_not_cached(gateway, settings, monkeypatch):
+    # given: a lookup in flight (it read the key while still active) when the key is revoked here
+    import asyncio
+    import threading
+
+    from accounts.services import apikey_hash
+
+    settings.RUAPI_KEY_CACHE_TTL = 60.0
+    keycache.invalidate()
+    read, release = threading.Event(), threading.Event()
+    real_load = keycache._load
+
+    def slow_load(key_hash):
+        context = real_load(key_hash)
+        read.set()
+        release.wait(5)
+        return context
+
+    monkeypatch.setattr(keycache, "_load", slow_load)
+    key_hash = apikey_hash(gateway.tenant.secret)
+
+    async def scenario():
+        racing = asyncio.ensure_future(keycache.key_context_lookup(key_hash))
+        assert await asyncio.to_thread(read.wait, 5)
+        await asyncio.to_thread(_revoke_behind_the_cache, gateway.tenant.api_key)
+        keycache.invalidate(key_hash)  # what apikey_disable does in this process
+        release.set()
+        await racing
+        monkeypatch.setattr(keycache, "_load", real_load)
+        return await keycache.key_context_lookup(key_hash)
+
+    # when / then: the lookup after the revocation does not get the raced (active) context
+    assert asyncio.run(scenario()) is None

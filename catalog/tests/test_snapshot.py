@@ -1,6 +1,7 @@
 """The hot path's catalog snapshot: visibility, aliases, scheduled prices, invalidation across processes."""
 
 import asyncio
+import threading
 import time
 from datetime import timedelta
 
@@ -87,3 +88,68 @@ def test_with_redis_a_write_reaches_another_process_within_the_check_interval(se
     seen, spec = asyncio.run(scenario())
     assert seen == 9 and spec.prices.input_nanos_per_mtok == 9
     shared_state.reset_clients()
+
+
+@pytest.mark.embedded
+def test_requests_racing_an_expired_snapshot_share_one_build(settings, monkeypatch):
+    # given: a cached catalog whose TTL has run out, and a build we can count
+    from catalog import snapshot
+
+    settings.REDIS_URL = ""
+    settings.RUAPI_CATALOG_CACHE_TTL = 3600
+    catalog_load(CATALOG)
+    builds = []
+
+    def counted_build():
+        builds.append(1)
+        time.sleep(0.05)  # a build takes a while: the other requests arrive meanwhile
+        return catalog_build()
+
+    monkeypatch.setattr(snapshot, "catalog_build", counted_build)
+    cache = CatalogCache()
+
+    async def scenario():
+        # when: 30 requests need the snapshot at once, twice (cold, then after an invalidation)
+        first = await asyncio.gather(*(cache.get() for _ in range(30)))
+        cache.invalidate()
+        second = await asyncio.gather(*(cache.get() for _ in range(30)))
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    # then: one build each time, shared by every request
+    assert len(builds) == 2
+    assert len({id(s) for s in first}) == 1 and len({id(s) for s in second}) == 1
+    assert first[0] is not second[0]
+
+
+@pytest.mark.embedded
+def test_a_build_that_started_before_an_invalidation_is_not_kept(settings, monkeypatch):
+    # given: a build in flight while the catalog changes and the cache is invalidated
+    from catalog import snapshot
+
+    settings.REDIS_URL = ""
+    settings.RUAPI_CATALOG_CACHE_TTL = 3600
+    catalog_load(CATALOG)
+    cache = CatalogCache()
+    started = threading.Event()
+
+    def slow_build():
+        started.set()
+        result = catalog_build()  # reads the old price
+        time.sleep(0.1)
+        return result
+
+    monkeypatch.setattr(snapshot, "catalog_build", slow_build)
+
+    async def scenario():
+        from asgiref.sync import sync_to_async
+
+        old = asyncio.ensure_future(cache.get())
+        assert await asyncio.to_thread(started.wait, 5)
+        await sync_to_async(price_set)(model=await Model.objects.aget(name="m"), nanos={"input_nanos_per_mtok": 7})
+        cache.invalidate()
+        await old
+        return await cache.get()
+
+    # when / then: the request after the invalidation sees the new price
+    assert asyncio.run(scenario()).get("m").prices.input_nanos_per_mtok == 7
