@@ -3,6 +3,8 @@
 They pass events through (PROTOCOLS §4.3) but for the gateway rules: the `model` echoes the
 client's id (G2), the usage chunk the gateway asked for is hidden from an O client that did not
 (G5), usage is captured for billing, and an upstream that ends early becomes a stream error.
+A stream that fails before any content costs nothing; one cut after some is billed for it (marked
+estimated unless the upstream's final usage arrived).
 """
 
 from proxy.sse import SSEItem
@@ -42,6 +44,8 @@ class OpenAIRelay:
     def usage(self) -> Usage:
         if self.reported is not None:
             return self.reported
+        if self.error is not None and not any(self.output_chars):
+            return Usage()  # failed before producing anything: it costs nothing
         output = estimate_text_tokens("".join(self.output_chars)) if self.output_chars else 0
         return Usage(input_tokens=self.input_estimate, output_tokens=output, estimated=True)
 
@@ -108,6 +112,8 @@ class AnthropicRelay:
     def usage(self) -> Usage:
         if self.reported is not None and self.final_usage_seen:
             return self.reported
+        if self.error is not None and not any(self.output_chars):
+            return Usage()  # failed before any content (message_start at most): it costs nothing
         # Cut before message_delta: message_start's output count is a placeholder; estimate it.
         estimate = estimate_text_tokens("".join(self.output_chars)) if self.output_chars else 0
         base = self.reported or Usage(input_tokens=self.input_estimate)

@@ -259,6 +259,18 @@ RUAPI_MAX_BODY_BYTES = env_int("RUAPI_MAX_BODY_BYTES", 32 * 1024 * 1024)
 RUAPI_UPSTREAM_CONNECT_TIMEOUT = env_float("RUAPI_UPSTREAM_CONNECT_TIMEOUT", 10.0)
 RUAPI_UPSTREAM_READ_TIMEOUT = env_float("RUAPI_UPSTREAM_READ_TIMEOUT", 300.0)
 RUAPI_MAX_UPSTREAM_RESPONSE_BYTES = env_int("RUAPI_MAX_UPSTREAM_RESPONSE_BYTES", 64 * 1024 * 1024)
+# Upstream reply size caps (proxy/upstreams/http.py): a non-streamed chat/JSON body (the media cap
+# above applies to images and audio), and one SSE event of a stream; beyond either, a 502 / stream error.
+RUAPI_UPSTREAM_MAX_BODY_BYTES = env_int("RUAPI_UPSTREAM_MAX_BODY_BYTES", 32 * 1024 * 1024)
+RUAPI_UPSTREAM_MAX_EVENT_BYTES = env_int("RUAPI_UPSTREAM_MAX_EVENT_BYTES", 16 * 1024 * 1024)
+# Slow and idle clients (ruapi/server.py, the uvicorn protocol): a request head must be complete
+# within RUAPI_HEADER_TIMEOUT seconds of the connection / of its first byte and be at most
+# RUAPI_MAX_HEADER_BYTES (431 beyond); a request body must keep arriving — RUAPI_BODY_TIMEOUT
+# seconds, plus one more per RUAPI_BODY_MIN_RATE bytes received.
+RUAPI_HEADER_TIMEOUT = env_float("RUAPI_HEADER_TIMEOUT", 10.0)
+RUAPI_MAX_HEADER_BYTES = env_int("RUAPI_MAX_HEADER_BYTES", 64 * 1024)
+RUAPI_BODY_TIMEOUT = env_float("RUAPI_BODY_TIMEOUT", 30.0)
+RUAPI_BODY_MIN_RATE = env_int("RUAPI_BODY_MIN_RATE", 1024)
 # Seconds of upstream silence after which a stream gets a keep-alive (SSE comment / A ping); 0 = off.
 RUAPI_STREAM_KEEPALIVE_SECONDS = env_float("RUAPI_STREAM_KEEPALIVE_SECONDS", 15.0)
 # Retry-After sent on rate limits / overload when the upstream gave none (PROTOCOLS §5.4).

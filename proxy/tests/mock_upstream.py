@@ -142,6 +142,7 @@ class Script:
     drop_after: int | None = None  # SSE: close the socket mid-body after this many events
     stall_after: int | None = None  # SSE: after this many events go silent for stall_seconds, then carry on
     stall_seconds: float = 30.0
+    drop_grace: float | None = None  # SSE drop: pause before closing (None: _DROP_GRACE_SECONDS; 0: close at once)
 
     @classmethod
     def error(
@@ -600,7 +601,9 @@ async def _write_sse(
             # The pause lets the events already written reach the gateway first: aiohttp's reader
             # raises a payload error as soon as it sees the broken body and drops what it had
             # buffered, so without it the test would race the gateway's reads.
-            await asyncio.sleep(_DROP_GRACE_SECONDS)
+            grace = _DROP_GRACE_SECONDS if script.drop_grace is None else script.drop_grace
+            if grace:
+                await asyncio.sleep(grace)
             if request.transport is not None:
                 request.transport.close()
             return
@@ -1107,7 +1110,9 @@ def _gemini_validate(body: dict[str, Any]) -> None:
             raise _InvalidRequestError(f"Please use a valid role: user, model. (contents[{index}])")
         parts = _gemini_parts(content)
         if not parts:
-            raise _InvalidRequestError(f"* GenerateContentRequest.contents[{index}].parts: contents.parts must not be empty.")
+            raise _InvalidRequestError(
+                f"* GenerateContentRequest.contents[{index}].parts: contents.parts must not be empty."
+            )
         for part in parts:
             if "functionCall" in part:
                 called.add(part["functionCall"]["name"])
@@ -1194,7 +1199,9 @@ def _gemini_chunks(reply: _Reply, *, model: str, response_id: str) -> list[SSEEv
 
     events: list[SSEEvent | Delay] = []
     if reply.reasoning:
-        events.append(chunk([{"text": reply.reasoning, "thought": True}], _gemini_usage(reply, final=False, text_words=0)))
+        events.append(
+            chunk([{"text": reply.reasoning, "thought": True}], _gemini_usage(reply, final=False, text_words=0))
+        )
     pieces = _word_pieces(reply.text)
     for position, piece in enumerate(pieces[:-1] if not reply.tool_call else pieces, start=1):
         events.append(chunk([{"text": piece}], _gemini_usage(reply, final=False, text_words=position)))

@@ -1,10 +1,23 @@
-"""Normalized billing usage (G6), its mapping to both wire shapes (§3.2), and local token estimates."""
+"""Normalized billing usage (G6), its mapping to both wire shapes (§3.2), and local token estimates.
+
+Token counts an upstream reports are bounded where they enter (issue 8): every `Usage` checks its
+counts when it is built, so OpenAI, Anthropic, Gemini and media usage all pass the same gate. A
+count that is not a non-negative integer (negative, fractional, NaN, a string) or that is absurd —
+above MAX_REPORTED_TOKENS, or output far above the upstream request's own output cap — is replaced
+by a bounded figure (see `Usage.__post_init__`), the usage is marked `estimated` (the usage event's
+`is_estimated`) and a warning names the field and the number, nothing else.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
+
+logger = logging.getLogger(__name__)
 
 # Local estimates are only used when the upstream reports nothing (or before it does, for holds and
 # message_start): about 4 UTF-8 bytes per token, and fixed amounts for media that we do not decode.
@@ -13,17 +26,145 @@ IMAGE_TOKENS = 1000  # between OpenAI's 765 (1024² high detail) and Anthropic's
 DOCUMENT_TOKENS = 3000  # a few PDF pages; audio counts the same
 MESSAGE_OVERHEAD_TOKENS = 4  # role and framing tokens per message
 
+# Bounds on reported counts. No model reads more than ~10M tokens of context today: ten times that
+# in one count is a broken upstream, not a bill. Output other than reported reasoning may exceed the
+# request's cap a little (providers count framing loosely) but never "by far": 2 × cap + OUTPUT_SLACK_TOKENS.
+# Reasoning is left out of that check: some providers (DeepSeek's reasoner) do not count it in the cap.
+MAX_REPORTED_TOKENS = 100_000_000
+OUTPUT_SLACK_TOKENS = 1024
+_COUNT_FIELDS = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
+
+
+@dataclass
+class UsageBounds:
+    """What the upstream request being answered allows; set per attempt by the upstream client.
+
+    `max_output_tokens`: the output cap the upstream was sent (None: none was sent).
+    `input_estimate`: the gateway's estimate of the prompt, computed only if a count needs replacing.
+    """
+
+    max_output_tokens: int | None = None
+    input_estimate: Callable[[], int] | None = None
+    logged: set[str] = field(default_factory=set)
+
+    @property
+    def output_ceiling(self) -> int | None:
+        """The most non-reasoning output tokens billed as reported; above it the cap is billed."""
+        cap = self.max_output_tokens
+        return None if cap is None else 2 * cap + OUTPUT_SLACK_TOKENS
+
+
+# The bounds of the current request's latest upstream attempt. A context variable because usage is
+# parsed deep inside the protocol converters, which know nothing about the request; each request runs
+# in its own task, so one request's bounds never reach another.
+_bounds: ContextVar[UsageBounds | None] = ContextVar("ruapi_usage_bounds", default=None)
+
+
+def expect_usage(bounds: UsageBounds | None) -> None:
+    """Bound the usage parsed from now on in this task (None: only the absolute bounds apply)."""
+    _bounds.set(bounds)
+
+
+def current_usage_bounds() -> UsageBounds | None:
+    return _bounds.get()
+
+
+def _report(problems: list[str]) -> None:
+    """One warning per distinct problem and request: field names and numbers only, never payloads."""
+    bounds = _bounds.get()
+    if bounds is not None:
+        problems = [problem for problem in problems if problem not in bounds.logged]
+        bounds.logged.update(problems)
+    if problems:
+        logger.warning("upstream usage out of bounds, billed a bounded estimate: %s", "; ".join(problems))
+
+
+def _wire_count(value: object, name: str, problems: list[str]) -> int:
+    """A token count from a wire field. Missing/null: 0. A non-negative integer (or integral float) as
+    sent — even a huge one, which `Usage` bounds. Anything else is recorded as a problem: fractional
+    counts round up; negative, NaN, infinite and non-numbers count 0."""
+    if type(value) is int:
+        if value >= 0:
+            return value
+        problems.append(f"{name}={value} is negative")
+        return 0
+    if value is None:
+        return 0
+    if isinstance(value, float) and not isinstance(value, bool):
+        if math.isfinite(value) and value >= 0:
+            if value.is_integer():
+                return int(value)
+            problems.append(f"{name}={value!r} is fractional")
+            return math.ceil(value)
+        problems.append(f"{name}={value!r} is not a count")
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:  # an int subclass
+        return int(value)
+    problems.append(f"{name} is a {type(value).__name__}, not a count")
+    return 0
+
 
 @dataclass
 class Usage:
-    """Normalized billing usage (PROTOCOLS G6); all counts are tokens."""
+    """Normalized billing usage (PROTOCOLS G6); all counts are tokens, each bounded when built."""
 
     input_tokens: int = 0  # uncached input
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     output_tokens: int = 0  # includes reasoning
     reasoning_tokens: int = 0  # part of output_tokens
-    estimated: bool = False  # counted locally because the upstream gave no usage
+    estimated: bool = False  # counted locally: the upstream gave no usage, or counts out of bounds were replaced
+
+    def __post_init__(self) -> None:
+        # The common case costs a handful of comparisons: in-range ints and output within the cap.
+        limit = MAX_REPORTED_TOKENS
+        output, reasoning = self.output_tokens, self.reasoning_tokens
+        if (
+            type(self.input_tokens) is int and 0 <= self.input_tokens <= limit
+            and type(self.cache_read_tokens) is int and 0 <= self.cache_read_tokens <= limit
+            and type(self.cache_write_tokens) is int and 0 <= self.cache_write_tokens <= limit
+            and type(output) is int and 0 <= output <= limit
+            and type(reasoning) is int and reasoning >= 0
+        ):  # fmt: skip
+            bounds = _bounds.get()
+            ceiling = None if bounds is None else bounds.output_ceiling
+            if ceiling is None or output - min(reasoning, output) <= ceiling:
+                if reasoning > output:
+                    self.reasoning_tokens = output  # reasoning is part of output, never more
+                return
+        self._bound()
+
+    def _bound(self) -> None:
+        """Replace out-of-bounds counts. Absurd input counts become the gateway's own input estimate (what
+        the hold was made from) when known, cache counts 0; absurd output becomes the request's output
+        cap when it had one (what the hold covered), else 0."""
+        problems: list[str] = []
+        counts = {name: _wire_count(getattr(self, name), name, problems) for name in _COUNT_FIELDS}
+        bounds = _bounds.get()
+        for name, count in counts.items():
+            if count <= MAX_REPORTED_TOKENS or name == "reasoning_tokens":
+                continue
+            problems.append(f"{name}={count} is above {MAX_REPORTED_TOKENS}")
+            if name == "input_tokens" and bounds is not None and bounds.input_estimate is not None:
+                counts[name] = bounds.input_estimate()
+            elif name == "output_tokens" and bounds is not None and bounds.max_output_tokens is not None:
+                counts[name] = bounds.max_output_tokens
+            else:
+                counts[name] = 0
+        counts["reasoning_tokens"] = min(counts["reasoning_tokens"], counts["output_tokens"])
+        ceiling = None if bounds is None else bounds.output_ceiling
+        visible = counts["output_tokens"] - counts["reasoning_tokens"]
+        if ceiling is not None and visible > ceiling:
+            problems.append(
+                f"output_tokens={counts['output_tokens']} is far above the request's max tokens "
+                f"{bounds.max_output_tokens}"
+            )
+            counts["output_tokens"] = counts["reasoning_tokens"] + bounds.max_output_tokens
+        for name, count in counts.items():
+            setattr(self, name, count)
+        if problems:
+            self.estimated = True
+            _report(problems)
 
     @property
     def prompt_tokens(self) -> int:
@@ -36,38 +177,53 @@ class Usage:
         return self.prompt_tokens + self.output_tokens
 
 
-def _count(value: object) -> int:
-    """A token count from a wire field: missing, null or junk count as 0."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+def _details(usage: dict, key: str) -> dict:
+    value = usage.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _parsed(problems: list[str], **counts: int) -> Usage:
+    if problems:
+        _report(problems)
+    return Usage(**counts, estimated=bool(problems))
 
 
 def usage_from_openai(usage: dict | None) -> Usage:
     """Normalize an O usage dict; O prompt_tokens include cached and cache-written tokens (§3.2)."""
-    if not usage:
+    if not usage or not isinstance(usage, dict):
         return Usage()
-    prompt_details = usage.get("prompt_tokens_details") or {}
-    completion_details = usage.get("completion_tokens_details") or {}
-    cache_read = _count(prompt_details.get("cached_tokens"))
-    cache_write = _count(prompt_details.get("cache_write_tokens"))
-    return Usage(
-        input_tokens=max(_count(usage.get("prompt_tokens")) - cache_read - cache_write, 0),
+    problems: list[str] = []
+    prompt_details = _details(usage, "prompt_tokens_details")
+    completion_details = _details(usage, "completion_tokens_details")
+    cache_read = _wire_count(prompt_details.get("cached_tokens"), "cached_tokens", problems)
+    cache_write = _wire_count(prompt_details.get("cache_write_tokens"), "cache_write_tokens", problems)
+    prompt = _wire_count(usage.get("prompt_tokens"), "prompt_tokens", problems)
+    return _parsed(
+        problems,
+        input_tokens=max(prompt - cache_read - cache_write, 0),
         cache_read_tokens=cache_read,
         cache_write_tokens=cache_write,
-        output_tokens=_count(usage.get("completion_tokens")),
-        reasoning_tokens=_count(completion_details.get("reasoning_tokens")),
+        output_tokens=_wire_count(usage.get("completion_tokens"), "completion_tokens", problems),
+        reasoning_tokens=_wire_count(completion_details.get("reasoning_tokens"), "reasoning_tokens", problems),
     )
 
 
 def usage_from_anthropic(usage: dict | None) -> Usage:
     """Normalize an A usage dict; A input_tokens already exclude cache reads and writes (§1.7)."""
-    if not usage:
+    if not usage or not isinstance(usage, dict):
         return Usage()
-    return Usage(
-        input_tokens=_count(usage.get("input_tokens")),
-        cache_read_tokens=_count(usage.get("cache_read_input_tokens")),
-        cache_write_tokens=_count(usage.get("cache_creation_input_tokens")),
-        output_tokens=_count(usage.get("output_tokens")),
-        reasoning_tokens=_count((usage.get("output_tokens_details") or {}).get("thinking_tokens")),
+    problems: list[str] = []
+    return _parsed(
+        problems,
+        input_tokens=_wire_count(usage.get("input_tokens"), "input_tokens", problems),
+        cache_read_tokens=_wire_count(usage.get("cache_read_input_tokens"), "cache_read_input_tokens", problems),
+        cache_write_tokens=_wire_count(
+            usage.get("cache_creation_input_tokens"), "cache_creation_input_tokens", problems
+        ),
+        output_tokens=_wire_count(usage.get("output_tokens"), "output_tokens", problems),
+        reasoning_tokens=_wire_count(
+            _details(usage, "output_tokens_details").get("thinking_tokens"), "thinking_tokens", problems
+        ),
     )
 
 
@@ -80,11 +236,18 @@ def usage_merge_anthropic(current: Usage, usage: dict) -> Usage:
         "cache_creation_input_tokens": "cache_write_tokens",
         "output_tokens": "output_tokens",
     }
-    changes = {ours: _count(usage[theirs]) for theirs, ours in fields.items() if usage.get(theirs) is not None}
-    thinking = (usage.get("output_tokens_details") or {}).get("thinking_tokens")
+    problems: list[str] = []
+    changes = {
+        ours: _wire_count(usage[theirs], theirs, problems)
+        for theirs, ours in fields.items()
+        if usage.get(theirs) is not None
+    }
+    thinking = _details(usage, "output_tokens_details").get("thinking_tokens")
     if thinking is not None:
-        changes["reasoning_tokens"] = _count(thinking)
-    return replace(current, **changes)
+        changes["reasoning_tokens"] = _wire_count(thinking, "thinking_tokens", problems)
+    if problems:
+        _report(problems)
+    return replace(current, **changes, estimated=current.estimated or bool(problems))
 
 
 def usage_to_openai(usage: Usage) -> dict:

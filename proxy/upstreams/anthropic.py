@@ -2,6 +2,7 @@
 (https://api.anthropic.com); the client appends /v1/messages."""
 
 from catalog.snapshot import ProviderSpec
+from proxy.translate.usage import UsageBounds, estimate_anthropic_prompt_tokens
 from proxy.upstreams import http
 
 ANTHROPIC_VERSION = "2023-06-01"  # always sent upstream, whatever the client sent (PROTOCOLS §0.1)
@@ -23,7 +24,9 @@ class AnthropicUpstream:
             headers["anthropic-beta"] = beta
         return headers
 
-    async def _post(self, path: str, body: dict, beta: str | None) -> http.UpstreamReply:
+    async def _post(
+        self, path: str, body: dict, beta: str | None, bounds: UsageBounds | None = None
+    ) -> http.UpstreamReply:
         return await http.post(
             self.provider.id,
             f"{self.provider.base_url}{path}",
@@ -31,10 +34,16 @@ class AnthropicUpstream:
             json=body,
             connect_timeout=self.provider.connect_timeout_s,
             read_timeout=self.provider.read_timeout_s,
+            usage_bounds=bounds,
         )
 
     async def messages(self, body: dict, *, beta: str | None = None) -> http.UpstreamReply:
-        return await self._post("/v1/messages", body, beta)
+        cap = body.get("max_tokens")
+        bounds = UsageBounds(
+            max_output_tokens=cap if type(cap) is int and cap >= 0 else None,
+            input_estimate=lambda: estimate_anthropic_prompt_tokens(body),
+        )
+        return await self._post("/v1/messages", body, beta, bounds)
 
     async def count_tokens(self, body: dict, *, beta: str | None = None) -> http.UpstreamReply:
         return await self._post("/v1/messages/count_tokens", body, beta)

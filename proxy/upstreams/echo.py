@@ -33,6 +33,7 @@ class LocalReply:
         self.started = self.headers_at = time.perf_counter()
 
     ok = True
+    error = None  # as UpstreamReply.error: the body is always readable
 
     async def read(self, limit: int | None = None) -> bytes:
         return b"".join(self._chunks)

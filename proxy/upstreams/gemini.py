@@ -8,6 +8,7 @@ the model goes in the path (`/models/{model}:generateContent`), the key in `x-go
 from urllib.parse import quote
 
 from catalog.snapshot import ProviderSpec
+from proxy.translate.usage import UsageBounds
 from proxy.upstreams import http
 
 
@@ -15,6 +16,12 @@ def model_path(upstream_model: str) -> str:
     """`gemini-2.5-flash` or `models/gemini-2.5-flash` → `models/gemini-2.5-flash` (URL-safe)."""
     name = upstream_model.removeprefix("models/")
     return "models/" + quote(name, safe="-._~")
+
+
+def output_cap(body: dict) -> int | None:
+    """The request's maxOutputTokens (thoughts are reported apart and not held to it)."""
+    cap = (body.get("generationConfig") or {}).get("maxOutputTokens")
+    return cap if type(cap) is int and cap >= 0 else None
 
 
 class GeminiUpstream:
@@ -32,6 +39,7 @@ class GeminiUpstream:
 
     async def generate(self, upstream_model: str, body: dict, *, stream: bool) -> http.UpstreamReply:
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+        bounds = UsageBounds(max_output_tokens=output_cap(body))
         return await http.post(
             self.provider.id,
             f"{self.provider.base_url}/{model_path(upstream_model)}:{method}",
@@ -39,6 +47,7 @@ class GeminiUpstream:
             json=body,
             connect_timeout=self.provider.connect_timeout_s,
             read_timeout=self.provider.read_timeout_s,
+            usage_bounds=bounds,
         )
 
     async def models(self) -> http.UpstreamReply:

@@ -4,6 +4,9 @@ aiohttp rather than httpx: httpx's pool is slow under concurrency (ECOSYSTEM.md 
 Timeouts: connect, and a read timeout that is the longest silence tolerated between two reads
 (the stream-idle timeout) — never a total timeout, which would kill long streams.
 Redirects are never followed: an upstream cannot send the provider's key elsewhere.
+Sizes: a non-streamed body is refused past its cap (RUAPI_UPSTREAM_MAX_BODY_BYTES for chat and
+JSON replies, RUAPI_MAX_UPSTREAM_RESPONSE_BYTES for images and audio), a stream past one event of
+RUAPI_UPSTREAM_MAX_EVENT_BYTES; either becomes the caller's protocol-shaped upstream error.
 """
 
 import asyncio
@@ -17,8 +20,9 @@ import aiohttp
 import orjson
 from django.conf import settings
 
-from proxy.sse import iter_events
+from proxy.sse import SSEDecoder, SSEEventTooLargeError
 from proxy.translate.errors import ErrorKind, GatewayError
+from proxy.translate.usage import UsageBounds, expect_usage
 
 _sessions: dict[tuple[int, int], aiohttp.ClientSession] = {}
 _METADATA_HOSTS = frozenset({"metadata", "metadata.google.internal", "metadata.goog"})
@@ -93,15 +97,38 @@ def connection_error(exc: BaseException) -> GatewayError:
     return GatewayError(ErrorKind.UPSTREAM_ERROR, "The upstream provider could not be reached.")
 
 
-class UpstreamReply:
-    """An upstream response whose headers have arrived; the body is read lazily."""
+def too_large() -> GatewayError:
+    return GatewayError(ErrorKind.UPSTREAM_ERROR, "The upstream response was larger than allowed.")
 
-    def __init__(self, response: aiohttp.ClientResponse, *, started: float) -> None:
+
+def _buffered(content: aiohttp.StreamReader) -> bytes:
+    """Bytes the reader holds but did not hand out. aiohttp's readany() raises a broken body's
+    error before returning what it had already buffered, so the last chunks an upstream sent
+    before it crashed would be lost; this takes them out (a private call: b"" if it changes)."""
+    read_nowait = getattr(content, "_read_nowait", None)
+    if read_nowait is None:
+        return b""
+    try:
+        return read_nowait(-1)
+    except Exception:  # a salvage attempt must never mask the real error
+        return b""
+
+
+class UpstreamReply:
+    """An upstream response whose headers have arrived; the body is read lazily.
+
+    `max_body`: the most bytes `read()` / `json()` / `iter_bytes()` accept (None: the setting).
+    `error`: why `json()` returned None when the body could not be read (timeout, too large).
+    """
+
+    def __init__(self, response: aiohttp.ClientResponse, *, started: float, max_body: int | None = None) -> None:
         self._response = response
         self.status = response.status
         self.headers = response.headers
         self.started = started
         self.headers_at = time.perf_counter()
+        self.max_body = max_body or settings.RUAPI_UPSTREAM_MAX_BODY_BYTES
+        self.error: GatewayError | None = None
 
     @property
     def ok(self) -> bool:
@@ -112,14 +139,17 @@ class UpstreamReply:
         return self._response.content_type
 
     async def read(self, limit: int | None = None) -> bytes:
-        """The whole body, refusing more than `limit` bytes."""
-        limit = limit or settings.RUAPI_MAX_UPSTREAM_RESPONSE_BYTES
+        """The whole body, refusing more than `limit` bytes (default `max_body`)."""
+        limit = limit or self.max_body
         chunks, size = [], 0
         try:
+            declared = self._response.content_length
+            if declared is not None and declared > limit:
+                raise too_large()  # refused before reading a byte of it
             async for chunk in self._response.content.iter_any():
                 size += len(chunk)
                 if size > limit:
-                    raise GatewayError(ErrorKind.UPSTREAM_ERROR, "The upstream response was larger than allowed.")
+                    raise too_large()
                 chunks.append(chunk)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise connection_error(exc) from exc
@@ -128,24 +158,52 @@ class UpstreamReply:
         return b"".join(chunks)
 
     async def json(self) -> dict | None:
-        """The body parsed as a JSON object, or None when it is not one."""
-        body = await self.read()
+        """The body parsed as a JSON object, or None when it is not one — or could not be read
+        (too large, timed out, broken: then `error` says which). Callers treat None as an invalid
+        reply, so an unreadable body ends in the protocol's 502 and releases the hold."""
+        try:
+            body = await self.read()
+        except GatewayError as exc:
+            self.error = exc
+            return None
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
             return None
         return data if isinstance(data, dict) else None
 
-    async def iter_bytes(self) -> AsyncIterator[bytes]:
-        """Body chunks as they arrive; transport failures become GatewayError."""
+    async def iter_bytes(self, limit: int | None = None) -> AsyncIterator[bytes]:
+        """Body chunks as they arrive, at most `limit` bytes in all (default `max_body`; 0: no cap);
+        transport failures become GatewayError after the bytes received before them."""
+        limit = self.max_body if limit is None else limit
+        content = self._response.content
+        size = 0
         try:
-            async for chunk in self._response.content.iter_any():
+            async for chunk in content.iter_any():
+                size += len(chunk)
+                if limit and size > limit:
+                    raise too_large()
                 yield chunk
         except (TimeoutError, aiohttp.ClientError) as exc:
+            rest = _buffered(content)
+            if rest and not (limit and size + len(rest) > limit):
+                yield rest
             raise connection_error(exc) from exc
 
-    def events(self) -> AsyncIterator[tuple[str | None, bytes]]:
-        return iter_events(self.iter_bytes())
+    async def events(self) -> AsyncIterator[tuple[str | None, bytes]]:
+        """SSE events. No cap on the stream's total size (long streams are fine), but one event
+        larger than RUAPI_UPSTREAM_MAX_EVENT_BYTES is an upstream error."""
+        decoder = SSEDecoder(settings.RUAPI_UPSTREAM_MAX_EVENT_BYTES)
+        try:
+            async for chunk in self.iter_bytes(limit=0):
+                for event in decoder.feed(chunk):
+                    yield event
+                if decoder.error is not None:
+                    raise decoder.error
+            for event in decoder.flush():
+                yield event
+        except SSEEventTooLargeError as exc:
+            raise too_large() from exc
 
     def close(self) -> None:
         """Drop the connection if the body was not fully read (aborts the upstream generation)."""
@@ -161,9 +219,16 @@ async def post(
     data: aiohttp.FormData | bytes | None = None,
     connect_timeout: float | None = None,
     read_timeout: float | None = None,
+    max_body: int | None = None,
+    usage_bounds: UsageBounds | None = None,
 ) -> UpstreamReply:
-    """POST and wait for the response headers. Transport failures raise GatewayError."""
+    """POST and wait for the response headers. Transport failures raise GatewayError.
+
+    `usage_bounds`: what this request allows the upstream to report (proxy.translate.usage); set
+    for every attempt, None included, so bounds never carry over from an earlier call.
+    """
     check_destination(url)
+    expect_usage(usage_bounds)
     timeout = aiohttp.ClientTimeout(
         total=None,
         sock_connect=connect_timeout or settings.RUAPI_UPSTREAM_CONNECT_TIMEOUT,
@@ -179,7 +244,7 @@ async def post(
         )
     except (TimeoutError, aiohttp.ClientError) as exc:
         raise connection_error(exc) from exc
-    return UpstreamReply(response, started=started)
+    return UpstreamReply(response, started=started, max_body=max_body)
 
 
 async def get(provider_id: int, url: str, *, headers: dict[str, str], timeout: float = 10.0) -> UpstreamReply:

@@ -4,9 +4,20 @@
 """
 
 import aiohttp
+from django.conf import settings
 
 from catalog.snapshot import ProviderSpec
+from proxy.translate.usage import UsageBounds, estimate_openai_prompt_tokens
 from proxy.upstreams import http
+
+
+def output_cap(body: dict) -> int | None:
+    """The output cap an O chat request sends (max_completion_tokens wins over max_tokens)."""
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if type(value) is int and value >= 0:
+            return value
+    return None
 
 
 class OpenAIUpstream:
@@ -33,16 +44,20 @@ class OpenAIUpstream:
         )
 
     async def chat(self, body: dict) -> http.UpstreamReply:
-        return await self._post("/chat/completions", json=body)
+        bounds = UsageBounds(
+            max_output_tokens=output_cap(body), input_estimate=lambda: estimate_openai_prompt_tokens(body)
+        )
+        return await self._post("/chat/completions", json=body, usage_bounds=bounds)
 
     async def embeddings(self, body: dict) -> http.UpstreamReply:
         return await self._post("/embeddings", json=body)
 
     async def images(self, body: dict) -> http.UpstreamReply:
-        return await self._post("/images/generations", json=body)
+        # Base64 images can be large: the media cap, not the JSON one.
+        return await self._post("/images/generations", json=body, max_body=settings.RUAPI_MAX_UPSTREAM_RESPONSE_BYTES)
 
     async def speech(self, body: dict) -> http.UpstreamReply:
-        return await self._post("/audio/speech", json=body)
+        return await self._post("/audio/speech", json=body, max_body=settings.RUAPI_MAX_UPSTREAM_RESPONSE_BYTES)
 
     async def transcription(self, fields: dict[str, str], file: tuple[str, bytes, str]) -> http.UpstreamReply:
         form = aiohttp.FormData()
@@ -50,7 +65,7 @@ class OpenAIUpstream:
             form.add_field(name, value)
         filename, content, content_type = file
         form.add_field("file", content, filename=filename, content_type=content_type)
-        return await self._post("/audio/transcriptions", data=form)
+        return await self._post("/audio/transcriptions", data=form, max_body=settings.RUAPI_MAX_UPSTREAM_RESPONSE_BYTES)
 
     async def models(self) -> http.UpstreamReply:
         return await http.get(self.provider.id, f"{self.provider.base_url}/models", headers=self._headers())

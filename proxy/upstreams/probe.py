@@ -48,6 +48,8 @@ async def provider_probe(provider: ProviderSpec) -> ProbeResult:
     finally:
         await http.close_sessions()  # the admin runs this on a short-lived loop
     latency_ms = int((time.perf_counter() - started) * 1000)
+    if reply.error is not None:  # the body could not be read (timed out, too large)
+        return ProbeResult(ok=False, latency_ms=latency_ms, error=reply.error.message)
     if not reply.ok:
         error = upstream_http_error(reply.status, data, provider.protocol)
         return ProbeResult(ok=False, latency_ms=latency_ms, error=f"HTTP {reply.status}: {error.message}")
