@@ -9,4 +9,4 @@ COPY . .
 RUN useradd --system ruapi && chown -R ruapi /app
 USER ruapi
 EXPOSE 8000
-CMD ["uvicorn", "ruapi.asgi:application", "--host=0.0.0.0", "--port=8000", "--loop=uvloop", "--http=httptools"]
+CMD ["uvicorn", "ruapi.asgi:application", "--host=0.0.0.0", "--port=8000", "--loop=uvloop", "--http=ruapi.server:GuardedHttpToolsProtocol"]

@@ -22,15 +22,17 @@ def _free_port() -> int:
 
 
 class LiveGateway:
-    """uvicorn serving ruapi.asgi:application in a background thread."""
+    """uvicorn serving ruapi.asgi:application in a background thread, with production's HTTP protocol."""
 
     def __init__(self) -> None:
         from ruapi.asgi import application
+        from ruapi.server import GuardedHttpToolsProtocol
 
         self.port = _free_port()
         config = uvicorn.Config(
-            application, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", loop="asyncio"
-        )
+            application, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", loop="asyncio",
+            http=GuardedHttpToolsProtocol,
+        )  # fmt: skip
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="live-gateway", daemon=True)
 

@@ -39,4 +39,4 @@ Public pricing page:        http://127.0.0.1:${PORT}/pricing/
   Anthropic SDK: Anthropic(base_url="http://127.0.0.1:${PORT}", api_key="${KEY}")
 
 TXT
-exec python3 -m uvicorn ruapi.asgi:application --host 127.0.0.1 --port "${PORT}" --loop uvloop --http httptools
+exec python3 -m uvicorn ruapi.asgi:application --host 127.0.0.1 --port "${PORT}" --loop uvloop --http ruapi.server:GuardedHttpToolsProtocol

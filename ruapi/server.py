@@ -1,0 +1,193 @@
+"""The HTTP protocol the gateway's uvicorn runs: uvicorn's httptools protocol plus the limits it lacks.
+
+    uvicorn ruapi.asgi:application --loop uvloop --http ruapi.server:GuardedHttpToolsProtocol
+
+What stock uvicorn (0.54, `--http httptools`) does with a hostile client, measured on raw sockets
+(proxy/tests/reliability/test_server_limits.py):
+
+- no limit on the size of a request head: httptools buffers a 20 MB header line and the request
+  is served (`h11_max_incomplete_event_size` applies to h11 only);
+- no deadline for a request head: a client that sends one header byte a second (slowloris), or
+  connects and sends nothing, holds its connection forever — `timeout_keep_alive` only runs
+  between two requests of a connection;
+- no deadline for a request body either: a body trickled a byte at a time holds the connection
+  and the request's task for as long as the client likes.
+
+GuardedHttpToolsProtocol adds, per connection and with no task of its own (loop.call_later handles
+only: one head timer per connection that re-arms itself, and a body timer only for slow bodies):
+
+- RUAPI_HEADER_TIMEOUT: a request head must be complete within that many seconds of the
+  connection being made (or, on a kept-alive connection, of the first byte of the next request);
+  past it the connection gets 408 (or is just closed if nothing arrived) and is closed;
+- RUAPI_MAX_HEADER_BYTES: a head that grows past it gets 431 and the connection is closed (counted
+  per read of the socket while the head is incomplete; when one large read completes the head, the
+  head itself is measured before the request is served);
+- RUAPI_BODY_TIMEOUT / RUAPI_BODY_MIN_RATE: a body still incomplete after the bytes at hand must
+  be complete within RUAPI_BODY_TIMEOUT seconds, plus one second per RUAPI_BODY_MIN_RATE bytes
+  received (a slow but steady upload keeps going); past it 408 and close. A request whose body
+  arrives with its head, as nearly every API call does, never arms this timer.
+
+A response in flight is never interrupted by these timers: a head deadline that falls while the
+previous request's response is still being sent is pushed back.
+"""
+
+from __future__ import annotations
+
+from asyncio import TimerHandle, Transport
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+
+def _setting(name: str, default: float) -> float:
+    """The Django setting (so tests can override it), or the default outside Django."""
+    from django.conf import settings
+
+    return getattr(settings, name, default) if settings.configured else default
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with head/body deadlines and a head size limit (module docstring)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_timeout = float(_setting("RUAPI_HEADER_TIMEOUT", 10.0))
+        self.max_header_bytes = int(_setting("RUAPI_MAX_HEADER_BYTES", 64 * 1024))
+        self.body_timeout = float(_setting("RUAPI_BODY_TIMEOUT", 30.0))
+        self.body_min_rate = max(int(_setting("RUAPI_BODY_MIN_RATE", 1024)), 1)
+        self._reading_head = True  # the next bytes belong to a request head
+        self._head_bytes = 0
+        self._head_started: float | None = None  # loop time the current head began (None: none begun)
+        self._head_timer: TimerHandle | None = None
+        self._in_body = False  # the head is complete, the body is not
+        self._body_started = 0.0
+        self._body_bytes = 0
+        self._body_timer: TimerHandle | None = None
+
+    # -- connection -------------------------------------------------------------------------------
+
+    def connection_made(self, transport: Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if self.header_timeout > 0:
+            # The deadline runs from now, so it also bounds a connection that never sends a byte.
+            self._head_started = self.loop.time()
+            self._head_timer = self.loop.call_later(self.header_timeout, self._head_deadline)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timers()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._reading_head:
+            self._head_bytes += len(data)
+            if self._head_started is None:
+                self._head_started = self.loop.time()
+            super().data_received(data)
+            if self._reading_head and self._head_bytes > self.max_header_bytes:
+                self._refuse(431, "Request header fields too large.")
+                return
+        else:
+            self._body_bytes += len(data)
+            super().data_received(data)
+        if self.transport.get_protocol() is not self:  # upgraded to a WebSocket: no longer ours to time
+            self._in_body = self._reading_head = False
+            self._cancel_timers()
+            return
+        if self._in_body and self._body_timer is None and self.body_timeout > 0 and not self.transport.is_closing():
+            self._body_started = self.loop.time()  # the head completed in this read (or an earlier one)
+            self._body_timer = self.loop.call_later(self.body_timeout, self._body_deadline)
+
+    # -- parser callbacks -------------------------------------------------------------------------
+
+    def on_headers_complete(self) -> None:
+        self._reading_head = False
+        self._head_started = None
+        if self.transport.is_closing():
+            return  # refused: whatever else this read holds is not served
+        if self._head_bytes > self.max_header_bytes and self._head_size() > self.max_header_bytes:
+            # The read that completed the head was large: measure the head itself before serving it.
+            self._refuse(431, "Request header fields too large.")
+            return
+        self._in_body = True
+        self._body_bytes = 0
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if self._in_body:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._in_body:
+            return  # a refused request
+        self._in_body = False
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        self._reading_head = True  # whatever comes next starts another request
+        self._head_bytes = 0
+        super().on_message_complete()
+
+    def _head_size(self) -> int:
+        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers) + 16
+
+    # -- deadlines --------------------------------------------------------------------------------
+
+    def _responding(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def _head_deadline(self) -> None:
+        """One timer per connection, re-armed rather than created per request: it checks the head in
+        progress, if any, and sleeps until that head's deadline or for another full period."""
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        now = self.loop.time()
+        started = self._head_started
+        if started is not None and self._reading_head and not self._responding():
+            if now - started >= self.header_timeout:
+                if self._head_bytes:
+                    self._refuse(408, "Request header timeout.")
+                else:
+                    self.transport.close()  # an idle connection: nothing to answer
+                return
+            delay = started + self.header_timeout - now
+        else:  # no head in progress, or bytes of a next request while a response is in flight
+            delay = self.header_timeout
+        self._head_timer = self.loop.call_later(delay, self._head_deadline)
+
+    def _body_deadline(self) -> None:
+        self._body_timer = None
+        if not self._in_body or self.transport.is_closing():
+            return
+        deadline = self._body_started + self.body_timeout + self._body_bytes / self.body_min_rate
+        remaining = deadline - self.loop.time()
+        if remaining > 0:  # the body is still arriving fast enough
+            self._body_timer = self.loop.call_later(remaining, self._body_deadline)
+            return
+        self.logger.warning("Request body too slow: connection closed.")
+        self._refuse(408, "Request body timeout.")
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._head_timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._body_timer = None
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer `status` with `connection: close` and close — unless a response already started
+        on this connection (only its own client is cut off then)."""
+        self._cancel_timers()
+        if self.transport.is_closing():
+            return
+        if not (self._responding() and self.cycle.response_started):
+            body = message.encode("ascii")
+            head = [STATUS_LINE[status]]
+            for name, value in self.server_state.default_headers:
+                head += [name, b": ", value, b"\r\n"]
+            head += [
+                b"content-type: text/plain; charset=utf-8\r\n",
+                b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
+                b"connection: close\r\n\r\n",
+                body,
+            ]
+            self.transport.write(b"".join(head))
+        self.transport.close()
