@@ -285,12 +285,13 @@ class Bench:
     def start_ruapi(self) -> None:
         env = self.ruapi_env()
         key = self.prepare_ruapi_database(env)
-        log(f"starting the gateway: uvicorn, {WORKERS} workers, uvloop, httptools on port {canned.RUAPI_PORT}")
+        log(f"starting the gateway: uvicorn, {WORKERS} workers, uvloop, guarded httptools, port {canned.RUAPI_PORT}")
         proc = self.children.start(
             "ruapi",
             [self.python, "-m", "uvicorn", "ruapi.asgi:application", "--host", canned.HOST,
-             "--port", str(canned.RUAPI_PORT), "--workers", str(WORKERS), "--loop", "uvloop", "--http", "httptools",
-             "--no-access-log", "--backlog", "4096", "--timeout-keep-alive", "60"],
+             "--port", str(canned.RUAPI_PORT), "--workers", str(WORKERS), "--loop", "uvloop",
+             "--http", "ruapi.server:GuardedHttpToolsProtocol", "--no-access-log", "--backlog", "4096",
+             "--timeout-keep-alive", "60"],
             env=env, cwd=self.gateway_dir,
         )  # fmt: skip
         base = f"http://{canned.HOST}:{canned.RUAPI_PORT}"

@@ -182,8 +182,8 @@ class ChatExchange(Exchange):
     # -- non-streaming -------------------------------------------------------------------------
     async def complete(self, reply, route: RouteSpec, conversion: Conversion, attempts: int) -> HttpResponse:
         data = await self.read_json(reply, route, attempts)
-        if data is None:  # a 200 with malformed JSON or an error body is the upstream's fault
-            return await self.fail(self.invalid_reply(), route=route, attempts=attempts)
+        if data is None:  # a 200 with malformed JSON, an error body or no answer is the upstream's fault
+            return await self.fail(self.unreadable(reply), route=route, attempts=attempts)
 
         client, upstream = self.call.protocol, route.provider.protocol
         if upstream == GEMINI:
@@ -223,6 +223,14 @@ class ChatExchange(Exchange):
         response = self.call.headers(json_response(out), cost_nanos=cost)
         response["x-ruapi-upstream-model"] = route.upstream_model
         return response
+
+    def is_answer(self, data: dict, route: RouteSpec) -> bool:
+        protocol = route.provider.protocol
+        if protocol == OPENAI:
+            return isinstance(data.get("choices"), list) and bool(data["choices"])
+        if protocol == ANTHROPIC:
+            return isinstance(data.get("content"), list)
+        return isinstance(data.get("candidates"), list) or isinstance(data.get("promptFeedback"), dict)
 
     # -- streaming -----------------------------------------------------------------------------
     def stream_machine(self, route: RouteSpec, conversion: Conversion):
@@ -348,9 +356,10 @@ class ChatExchange(Exchange):
     async def _settle_stream(
         self, machine, route: RouteSpec, attempts: int, first_byte_at: float | None, received: int
     ) -> int:
-        # An upstream that answered 200 and then sent nothing produced nothing: it costs nothing
-        # (PROTOCOLS §5.3 step 4 bills only what was received).
-        usage: Usage = machine.usage if received else Usage()
+        # An upstream that answered 200 and then sent nothing, or failed before any content reached
+        # the client, produced nothing: it costs nothing, as a failed non-streamed request (the
+        # same-protocol relays in relay.py do the same). Cut after some content: billed for it.
+        usage: Usage = machine.usage if received and not _failed_empty(machine) else Usage()
         cost = metering.usage_cost(usage, self.spec.prices)
         error = machine.error
         outcome = metering.Outcome(
@@ -365,6 +374,13 @@ class ChatExchange(Exchange):
         )
         await self.settle(outcome)
         return cost
+
+
+def _failed_empty(machine) -> bool:
+    """The stream failed (upstream error, cut, stall) before producing any text, thinking or tool call."""
+    inner = getattr(machine, "inner", machine)  # composite machines keep the output in the inner one
+    output = getattr(inner, "output_text", None)  # translating machines; relay.py's relays decide this themselves
+    return machine.error is not None and output is not None and not any(output)
 
 
 async def chat(request: HttpRequest, protocol: str) -> HttpResponse:

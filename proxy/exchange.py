@@ -136,7 +136,18 @@ class Exchange:
         self.call.upstream_seconds += time.perf_counter() - reply.headers_at
         if data is None or isinstance(data.get("error"), dict) or data.get("type") == "error":
             return None
+        if not self.is_answer(data, route):  # valid JSON, but not a reply of this kind (nothing to bill)
+            return None
         return data
+
+    def is_answer(self, data: dict, route: RouteSpec) -> bool:
+        """Whether a 2xx JSON object is a reply of the kind asked for (subclasses check their shape)."""
+        return True
+
+    def unreadable(self, reply) -> GatewayError:
+        """What the client is told about a 2xx body that could not be used: why it could not be read
+        (too large, timed out, broken — set by the reply), else an invalid response."""
+        return getattr(reply, "error", None) or self.invalid_reply()
 
     def invalid_reply(self) -> GatewayError:
         return GatewayError(ErrorKind.UPSTREAM_ERROR, "The upstream provider sent an invalid response.")

@@ -83,10 +83,13 @@ class EmbeddingsExchange(OpenAIOnlyExchange):
     async def send(self, route, conversion):
         return await upstream_for(route.provider).embeddings(conversion)
 
+    def is_answer(self, data, route):
+        return isinstance(data.get("data"), list)
+
     async def respond(self, reply, route, conversion, attempts):
         data = await self.read_json(reply, route, attempts)
         if data is None:
-            return await self.fail(self.invalid_reply(), route=route, attempts=attempts)
+            return await self.fail(self.unreadable(reply), route=route, attempts=attempts)
         reported = (data.get("usage") or {}).get("prompt_tokens")
         usage = Usage(input_tokens=reported) if isinstance(reported, int) else Usage(self.estimate, estimated=True)
         return await self.answer(data, route, attempts, usage, metering.usage_cost(usage, self.spec.prices))
@@ -107,7 +110,7 @@ class ImagesExchange(OpenAIOnlyExchange):
     async def respond(self, reply, route, conversion, attempts):
         data = await self.read_json(reply, route, attempts)
         if data is None or not isinstance(data.get("data"), list):
-            return await self.fail(self.invalid_reply(), route=route, attempts=attempts)
+            return await self.fail(self.unreadable(reply), route=route, attempts=attempts)
         images = len(data["data"])
         reported = data.get("usage") or {}
         usage = Usage(input_tokens=int(reported.get("input_tokens") or 0),
@@ -132,9 +135,12 @@ class TranscriptionExchange(OpenAIOnlyExchange):
         if reply.content_type == "application/json":
             data = await self.read_json(reply, route, attempts)
             if data is None:
-                return await self.fail(self.invalid_reply(), route=route, attempts=attempts)
+                return await self.fail(self.unreadable(reply), route=route, attempts=attempts)
         else:  # response_format text / srt / vtt
-            raw = await reply.read()
+            try:
+                raw = await reply.read()
+            except GatewayError as exc:  # too large, timed out or broken: nothing usable was produced
+                return await self.fail(exc, route=route, attempts=attempts)
             self.call.upstream_seconds += time.perf_counter() - reply.headers_at
             data = None
         reported = (data or {}).get("usage") or {}

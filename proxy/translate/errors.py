@@ -178,6 +178,8 @@ def upstream_http_error(
     if kind is ErrorKind.RATE_LIMIT and "insufficient_quota" in (error_type, code):
         # OpenAI reports the provider account's exhausted credit as 429 (§5.4): not the client's rate limit.
         return GatewayError(ErrorKind.UPSTREAM_ERROR, _QUOTA_MESSAGE)
+    if 300 <= status < 400:  # redirects are never followed (an upstream must answer where it was asked)
+        return GatewayError(kind, f"The upstream provider answered with a redirect (HTTP {status}), not followed.")
     if kind is ErrorKind.UPSTREAM_ERROR and status < 500:
         return GatewayError(kind, _CREDENTIALS_MESSAGE)
     text = _scrub(message) if message else f"The upstream provider answered HTTP {status}."
