@@ -313,20 +313,27 @@ class ChatExchange(Exchange):
         received = 0
         try:
             try:
-                async for payload in with_keepalive(reply.events(), settings.RUAPI_STREAM_KEEPALIVE_SECONDS):
-                    if payload is None:
+                # One batch = the events of one network read: they go out as one write (and the
+                # keep-alive timer is armed once per read, not once per event).
+                batches = reply.event_batches()
+                async for batch in with_keepalive(batches, settings.RUAPI_STREAM_KEEPALIVE_SECONDS):
+                    if batch is None:
                         if not held:
                             yield keepalive
                         continue
-                    received += 1
-                    items = self._feed(machine, payload[1], upstream_openai)
-                    if machine.done:
-                        held.extend(items)
-                        break
-                    ready = self._hold_back(items, held)
+                    ready: list[SSEItem] = []
+                    for _event, data in batch:
+                        received += 1
+                        items = self._feed(machine, data, upstream_openai)
+                        if machine.done:
+                            held.extend(items)
+                            break
+                        ready.extend(self._hold_back(items, held))
                     if ready:
                         first_byte_at = first_byte_at or time.perf_counter()
-                        yield b"".join(encode(e, d) for e, d in ready)
+                        yield b"".join([encode(e, d) for e, d in ready])
+                    if machine.done:
+                        break
                 if not machine.done:
                     held.extend(machine.finish())
             except GatewayError as exc:  # transport failure or stall mid-stream

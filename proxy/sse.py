@@ -129,18 +129,31 @@ class SSEDecoder:
             self._event = value.decode("utf-8", "replace")
 
 
+async def iter_event_batches(
+    chunks: AsyncIterator[bytes], *, max_event_bytes: int | None = None
+) -> AsyncIterator[list[tuple[str | None, bytes]]]:
+    """SSE events from an async byte stream, as one list per chunk that completed any (a relay
+    then writes them out together); SSEEventTooLargeError past `max_event_bytes`, after the events
+    before it."""
+    decoder = SSEDecoder(max_event_bytes)
+    async for chunk in chunks:
+        events = decoder.feed(chunk)
+        if events:
+            yield events
+        if decoder.error is not None:
+            raise decoder.error
+    events = decoder.flush()
+    if events:
+        yield events
+
+
 async def iter_events(
     chunks: AsyncIterator[bytes], *, max_event_bytes: int | None = None
 ) -> AsyncIterator[tuple[str | None, bytes]]:
     """SSE events from an async byte stream (SSEEventTooLargeError past `max_event_bytes`)."""
-    decoder = SSEDecoder(max_event_bytes)
-    async for chunk in chunks:
-        for event in decoder.feed(chunk):
+    async for events in iter_event_batches(chunks, max_event_bytes=max_event_bytes):
+        for event in events:
             yield event
-        if decoder.error is not None:
-            raise decoder.error
-    for event in decoder.flush():
-        yield event
 
 
 T = TypeVar("T")

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import orjson
 
 from catalog.snapshot import ProviderSpec
-from proxy.sse import encode, iter_events
+from proxy.sse import encode, iter_event_batches, iter_events
 from proxy.translate.usage import estimate_openai_prompt_tokens, estimate_text_tokens
 
 _PNG_1X1 = base64.b64decode(
@@ -47,6 +47,9 @@ class LocalReply:
 
     def events(self):
         return iter_events(self.iter_bytes())
+
+    def event_batches(self):
+        return iter_event_batches(self.iter_bytes())
 
     def close(self) -> None:
         pass

@@ -20,7 +20,7 @@ import aiohttp
 import orjson
 from django.conf import settings
 
-from proxy.sse import SSEDecoder, SSEEventTooLargeError
+from proxy.sse import SSEEventTooLargeError, iter_event_batches
 from proxy.translate.errors import ErrorKind, GatewayError
 from proxy.translate.usage import UsageBounds, expect_usage
 
@@ -190,20 +190,21 @@ class UpstreamReply:
                 yield rest
             raise connection_error(exc) from exc
 
-    async def events(self) -> AsyncIterator[tuple[str | None, bytes]]:
-        """SSE events. No cap on the stream's total size (long streams are fine), but one event
-        larger than RUAPI_UPSTREAM_MAX_EVENT_BYTES is an upstream error."""
-        decoder = SSEDecoder(settings.RUAPI_UPSTREAM_MAX_EVENT_BYTES)
+    async def event_batches(self) -> AsyncIterator[list[tuple[str | None, bytes]]]:
+        """SSE events, one list per network read. No cap on the stream's total size (long streams
+        are fine), but one event larger than RUAPI_UPSTREAM_MAX_EVENT_BYTES is an upstream error."""
+        batches = iter_event_batches(self.iter_bytes(limit=0), max_event_bytes=settings.RUAPI_UPSTREAM_MAX_EVENT_BYTES)
         try:
-            async for chunk in self.iter_bytes(limit=0):
-                for event in decoder.feed(chunk):
-                    yield event
-                if decoder.error is not None:
-                    raise decoder.error
-            for event in decoder.flush():
-                yield event
+            async for events in batches:
+                yield events
         except SSEEventTooLargeError as exc:
             raise too_large() from exc
+
+    async def events(self) -> AsyncIterator[tuple[str | None, bytes]]:
+        """SSE events one by one (see event_batches)."""
+        async for events in self.event_batches():
+            for event in events:
+                yield event
 
     def close(self) -> None:
         """Drop the connection if the body was not fully read (aborts the upstream generation)."""
