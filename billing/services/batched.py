@@ -152,7 +152,7 @@ class LedgerWriter:
 
     def __init__(self) -> None:
         settings_dict = connections["default"].settings_dict
-        self._conninfo = make_conninfo(
+        conninfo = make_conninfo(
             dbname=settings_dict["NAME"],
             user=settings_dict.get("USER") or None,
             password=settings_dict.get("PASSWORD") or None,
@@ -160,7 +160,17 @@ class LedgerWriter:
             port=str(settings_dict.get("PORT") or "") or None,
             application_name="ruapi-ledger",
         )
-        self._idle: list[psycopg.AsyncConnection] = []
+        # Holds commit asynchronously (no WAL flush wait: ~0.4 ms less before the upstream call).
+        # A hold is a reservation, not a movement of money: if a database crash loses its commit,
+        # the hold row and its held_nanos vanish together (the WAL replays whole transactions), and
+        # the request's settlement still debits its cost (a settlement whose hold is missing
+        # releases nothing) — nothing is lost or doubled. Settlements commit synchronously, and
+        # their WAL flush makes every earlier hold durable too.
+        self._conninfo = {
+            "hold": make_conninfo(conninfo, options="-c synchronous_commit=off"),
+            "settle": conninfo,
+        }
+        self._idle: dict[str, list[psycopg.AsyncConnection]] = {"hold": [], "settle": []}
         # Statements and items written, and items decided one by one (tests, benchmarks).
         self.stats = {"hold_batches": 0, "holds": 0, "settle_batches": 0, "settlements": 0, "one_by_one": 0}
         self._closed = False
@@ -209,15 +219,17 @@ class LedgerWriter:
 
     async def close(self) -> None:
         self._closed = True
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            await conn.close()
+        idle, self._idle = self._idle, {"hold": [], "settle": []}
+        for conns in idle.values():
+            for conn in conns:
+                await conn.close()
 
     # -- connections -------------------------------------------------------------------------------
-    async def _execute(self, sql: str, params: list) -> list[tuple]:
-        conn = self._idle.pop() if self._idle else None
+    async def _execute(self, kind: str, sql: str, params: list) -> list[tuple]:
+        idle = self._idle[kind]
+        conn = idle.pop() if idle else None
         if conn is None:
-            conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True, connect_timeout=5)
+            conn = await psycopg.AsyncConnection.connect(self._conninfo[kind], autocommit=True, connect_timeout=5)
         try:
             cursor = await conn.execute(sql, params)
             rows = await cursor.fetchall()
@@ -227,7 +239,7 @@ class LedgerWriter:
         if self._closed or conn.closed:
             await conn.close()
         else:
-            self._idle.append(conn)
+            self._idle[kind].append(conn)
         return rows
 
     # -- flushes -----------------------------------------------------------------------------------
@@ -245,7 +257,7 @@ class LedgerWriter:
         ]
         params = [orjson.dumps(requests).decode(), now, now]
         try:
-            rows = await self._execute(self._hold_sql, params)
+            rows = await self._execute("hold", self._hold_sql, params)
         except Exception:
             logger.warning("batched holds failed; deciding %d holds one by one", len(batch), exc_info=True)
             admitted: set[str] = set()
@@ -281,7 +293,7 @@ class LedgerWriter:
             self._events.json([item.event for item in items], now=now),
         ]
         try:
-            rows = await self._execute(self._settle_sql, params)
+            rows = await self._execute("settle", self._settle_sql, params)
         except Exception as exc:
             if len(batch) > 1 or not _is_duplicate(exc):
                 logger.warning("batched settlement failed; settling %d one by one", len(batch), exc_info=True)

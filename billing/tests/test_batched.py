@@ -207,3 +207,43 @@ def test_the_server_uses_the_batched_writer(gateway):
     [(_, writer)] = batched._writers.values()
     assert writer.stats["holds"] >= 1 and writer.stats["settlements"] >= 1
     assert ledger_reconcile() == []
+
+
+def test_a_hold_lost_with_its_asynchronous_commit_still_ends_in_one_exact_debit():
+    # given: a hold whose commit a database crash lost (asynchronous commit): the row and its
+    # held_nanos are gone together, as the WAL replays whole transactions
+    org = funded_org("Acme", usd=1)
+
+    async def make_hold(writer):
+        return await writer.hold(org_id=org.id, request_id="lost", amount_nanos=300_000_000)
+
+    hold, _ = run_with_writer(make_hold)
+    Hold.objects.filter(pk=hold.pk).delete()
+    Balance.objects.filter(org=org).update(held_nanos=0)
+
+    # when: the request settles
+    async def settle(writer):
+        return await writer.settle(hold=hold, usage=record(org, "lost", 100_000_000))
+
+    event, _ = run_with_writer(settle)
+    # then: debited once, nothing released that was not held
+    balance = balance_get(org_id=org.id)
+    assert (balance.balance_nanos, balance.held_nanos) == (USD - 100_000_000, 0)
+    assert event.pk and LedgerEntry.objects.filter(kind="usage", request_id="lost").count() == 1
+    assert ledger_reconcile() == []
+
+
+def test_holds_commit_asynchronously_and_settlements_synchronously():
+    org = funded_org("Acme", usd=1)
+
+    async def scenario(writer):
+        hold = await writer.hold(org_id=org.id, request_id="sc", amount_nanos=1)
+        await writer.settle(hold=hold, usage=record(org, "sc", 1))
+        settings = {}
+        for kind, conns in writer._idle.items():
+            cursor = await conns[0].execute("SHOW synchronous_commit")
+            settings[kind] = (await cursor.fetchone())[0]
+        return settings
+
+    settings, _ = run_with_writer(scenario)
+    assert settings == {"hold": "off", "settle": "on"}
