@@ -4,6 +4,7 @@ auth → parse → resolve model → hold → for each route: convert → upstre
 byte reached the client) → convert back / relay the stream → settle → respond.
 """
 
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -55,6 +56,7 @@ from proxy.translate.usage import (
 from proxy.upstreams import upstream_for
 
 GEMINI = "gemini"
+logger = logging.getLogger(__name__)
 
 # What a same-protocol route forwards: an allowlist, so no client field reaches the upstream
 # unless it is a documented field of that protocol (or one the admin allowed per provider).
@@ -274,6 +276,9 @@ class ChatExchange(Exchange):
         if machine.done:
             return []
         machine.done, machine.error = True, error
+        return self._error_item(error)
+
+    def _error_item(self, error: GatewayError) -> list[SSEItem]:
         if self.call.protocol == OPENAI:
             return [(None, openai_stream_error(error))]
         return [("error", anthropic_stream_error(error))]
@@ -339,7 +344,15 @@ class ChatExchange(Exchange):
             except GatewayError as exc:  # transport failure or stall mid-stream
                 held.extend(self._fail_item(machine, exc))
             settled = True
-            cost = await self._settle_stream(machine, route, attempts, first_byte_at, received)
+            try:
+                cost = await self._settle_stream(machine, route, attempts, first_byte_at, received)
+            except Exception:  # e.g. the database is gone: no end marker without a durable debit
+                logger.exception(
+                    "stream %s could not be settled; its hold waits for the expiry task", self.call.request_id
+                )
+                error = GatewayError(ErrorKind.API_ERROR, "The request could not be recorded; it was not billed.")
+                yield b"".join([encode(e, d) for e, d in self._error_item(error)])
+                return
             for event, data in held:
                 if self._carries_usage((event, data)) and isinstance(data.get("usage"), dict):
                     data["usage"]["cost"] = usd_number(cost)

@@ -287,3 +287,32 @@ async def test_concurrent_requests_are_each_billed_once(gateway):
         assert (balance.balance_nanos, balance.held_nanos) == (10_000_000_000 - sum(expected), 0)
 
     await sync_to_async(check)()
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+def test_a_stream_whose_settlement_fails_ends_in_an_error_not_its_end_marker(gateway, protocol, monkeypatch):
+    # given: the database refuses the settlement (e.g. it went away as the stream ended)
+    import anthropic
+    import openai
+
+    from billing.models import Balance, UsageEvent
+    from proxy import metering
+
+    async def broken_settle(*args, **kwargs):
+        raise RuntimeError("database unavailable")
+
+    monkeypatch.setattr(metering, "settle", broken_settle)
+    # when
+    with pytest.raises((openai.APIError, anthropic.APIError)):
+        if protocol == "openai":
+            for _ in gateway.openai().chat.completions.create(model="gpt-test", messages=HELLO, stream=True):
+                pass
+        else:
+            with gateway.anthropic().messages.stream(model="claude-test", max_tokens=50, messages=HELLO) as stream:
+                for _ in stream:
+                    pass
+    # then: the client was told (no [DONE] / message_stop), nothing was billed, the money stays held
+    # until the expiry task releases it
+    assert not UsageEvent.objects.exists()
+    balance = Balance.objects.get(org=gateway.tenant.org)
+    assert balance.held_nanos > 0 and balance.balance_nanos == 10 * 10**9  # the tenant's $10, undebited
