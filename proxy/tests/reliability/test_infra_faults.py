@@ -47,7 +47,9 @@ from proxy.tests.reliability.faults import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+# outage: the Postgres tests kill every backend of the test database, this process's own included;
+# scripts/test.sh runs this module in a pytest process of its own so no later test inherits one.
+pytestmark = [pytest.mark.integration, pytest.mark.outage, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
