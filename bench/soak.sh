@@ -9,19 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cleanup() {
-  local pgids_file=bench/var/soak/run/pgids
-  if [ -f "$pgids_file" ]; then
-    while read -r pgid; do
-      [ -n "$pgid" ] && kill -TERM -- "-$pgid" 2>/dev/null || true
-    done <"$pgids_file"
-    sleep 1
-    while read -r pgid; do
-      [ -n "$pgid" ] && kill -KILL -- "-$pgid" 2>/dev/null || true
-    done <"$pgids_file"
-    rm -f "$pgids_file"
-  fi
-}
+# shellcheck source=bench/common.sh
+source bench/common.sh
+
+cleanup() { stop_process_groups bench/var/soak/run/pgids; }
 trap cleanup EXIT
 
 # The soak needs only the fake upstream's nginx + njs (not wrk, LiteLLM or py-spy: see bench/setup.sh).
@@ -30,15 +21,6 @@ if ! command -v nginx >/dev/null || [ ! -f /usr/lib/nginx/modules/ngx_http_js_mo
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nginx libnginx-mod-http-js
 fi
 
-if ! pg_isready -q -h 127.0.0.1 -p 5432; then
-  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start
-fi
-if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
-  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no
-fi
-for _ in $(seq 1 30); do
-  pg_isready -q -h 127.0.0.1 -p 5432 && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break
-  sleep 1
-done
+ensure_services
 
 python3 bench/soak.py "$@"
