@@ -13,84 +13,20 @@ On the embedded default the subprocess shares the SQLite test file (WAL); with P
 shares the test database and Redis.
 """
 
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import pytest
 from django.conf import settings
-from django.db import connection
 
 from billing.models import Balance, Hold, LedgerEntry, UsageEvent
 from billing.services import holds_expire, ledger_reconcile
 from billing.tasks import expire_holds
 from proxy.tests.integration.test_disconnect import slow_openai_stream
+from proxy.tests.reliability.faults import GatewayProcess, database_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.embedded]
-
-BASE_DIR = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _database_url() -> str:
-    """The database this test runs on (the test database, not the configured one)."""
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        name = str(db["NAME"])
-        if name == ":memory:" or name.startswith("file:"):
-            pytest.fail(f"the SQLite test database must be a file another process can open, not {name!r}")
-        return f"sqlite:///{os.path.abspath(name)}"
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
-class GatewayProcess:
-    def __init__(self, log: Path) -> None:
-        self.port = _free_port()
-        self.log = log
-        env = {
-            **os.environ, "DJANGO_SETTINGS_MODULE": "ruapi.settings", "DATABASE_URL": _database_url(),
-            "REDIS_URL": settings.REDIS_URL or "", "DJANGO_ALLOW_ASYNC_UNSAFE": "",
-        }  # fmt: skip
-        command = [sys.executable, "-m", "uvicorn", "ruapi.asgi:application", "--host", "127.0.0.1",
-                   "--port", str(self.port), "--lifespan", "on", "--log-level", "warning"]  # fmt: skip
-        with log.open("ab") as out:
-            self.process = subprocess.Popen(command, cwd=BASE_DIR, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                            start_new_session=True)  # fmt: skip
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.kill()
-        pytest.fail(f"the gateway process did not start (exit {self.process.poll()}):\n{self.log.read_text()[-4000:]}")
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
 
 
 @pytest.fixture
@@ -102,7 +38,8 @@ def gateway_process(transactional_db, mock_upstream, tmp_path):
     catalog_load(mock_catalog(mock_upstream))
     catalog_invalidate()
     tenant = make_tenant("Acme")
-    gateway = GatewayProcess(tmp_path / "gateway.log")
+    env = {"DATABASE_URL": database_url(), "REDIS_URL": settings.REDIS_URL or ""}
+    gateway = GatewayProcess(tmp_path / "gateway.log", env=env)
     try:
         gateway.wait_ready()
         yield gateway, tenant

@@ -56,7 +56,10 @@ def database_url() -> str:
     """The database this test runs on (the test database, not the configured one)."""
     db = connection.settings_dict
     if connection.vendor == "sqlite":
-        return f"sqlite:///{os.path.abspath(str(db['NAME']))}"
+        name = str(db["NAME"])
+        if name == ":memory:" or name.startswith("file:"):
+            pytest.fail(f"the SQLite test database must be a file another process can open, not {name!r}")
+        return f"sqlite:///{os.path.abspath(name)}"
     auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
