@@ -73,10 +73,11 @@ class _Rows:
         connection = connections["default"]
         quote = connection.ops.quote_name
         fields = [f for f in model._meta.local_concrete_fields if not isinstance(f, AutoField)]
-        columns = ", ".join(quote(f.column) for f in fields)
+        self.table = model._meta.db_table
+        self.columns = ", ".join(quote(f.column) for f in fields)
         types = ", ".join(f"{quote(f.column)} {f.db_type(connection)}" for f in fields)
         self.recordset = f"json_to_recordset(%s::json) AS r({types})"
-        self.insert_sql = f"INSERT INTO {model._meta.db_table} ({columns}) SELECT {columns} FROM {self.recordset}"
+        self.insert_sql = f"INSERT INTO {self.table} ({self.columns}) SELECT {self.columns} FROM {self.recordset}"
         # (column, attribute, kind): "now" for auto_now(_add) timestamps, "str" for decimals (exact as text).
         self._spec = [
             (
@@ -176,9 +177,10 @@ class LedgerWriter:
         self._closed = False
         self._holds = _Batcher(self._flush_holds)
         self._settlements = _Batcher(self._flush_settlements)
+        self._hold_rows = _Rows(Hold)
         self._events = _Rows(UsageEvent)
         self._entries = _Rows(LedgerEntry)
-        self._hold_sql = _hold_sql()
+        self._hold_sql = _hold_sql(self._hold_rows)
         self._settle_sql = _settle_sql(self._entries.insert_sql, self._events.insert_sql)
 
     # -- public ------------------------------------------------------------------------------------
@@ -245,17 +247,7 @@ class LedgerWriter:
     # -- flushes -----------------------------------------------------------------------------------
     async def _flush_holds(self, batch: list[tuple[Hold, asyncio.Future]]) -> None:
         now = timezone.now()
-        requests = [
-            {
-                "id": h.id,
-                "org_id": h.org_id,
-                "request_id": h.request_id,
-                "amount": h.amount_nanos,
-                "expires_at": h.expires_at,
-            }
-            for h, _ in batch
-        ]
-        params = [orjson.dumps(requests).decode(), now, now]
+        params = [self._hold_rows.json([hold for hold, _ in batch], now=now), now]
         try:
             rows = await self._execute("hold", self._hold_sql, params)
         except Exception:
@@ -268,7 +260,6 @@ class LedgerWriter:
         self.stats["one_by_one"] += len(batch) - len(admitted)
         for hold, future in batch:
             if not future.done():
-                hold.created_at = now
                 future.set_result(hold.request_id in admitted)
 
     async def _flush_settlements(self, batch: list[tuple[_Settlement, asyncio.Future]]) -> None:
@@ -330,14 +321,13 @@ def _release_if_admitted(hold: Hold):
     return callback
 
 
-def _hold_sql() -> str:
-    balance, holds = Balance._meta.db_table, Hold._meta.db_table
+def _hold_sql(rows: _Rows) -> str:
+    balance = Balance._meta.db_table
     return f"""
 WITH req AS (
-  SELECT * FROM json_to_recordset(%s::json)
-    AS r(id uuid, org_id bigint, request_id varchar(64), amount bigint, expires_at timestamptz)
+  SELECT * FROM {rows.recordset}
 ), total AS (
-  SELECT org_id, SUM(amount)::bigint AS amount FROM req GROUP BY org_id
+  SELECT org_id, SUM(amount_nanos)::bigint AS amount FROM req GROUP BY org_id
 ), locked AS (
   SELECT b.org_id FROM {balance} b WHERE b.org_id IN (SELECT org_id FROM total) ORDER BY b.org_id FOR NO KEY UPDATE
 ), reserved AS (
@@ -346,9 +336,8 @@ WITH req AS (
   WHERE b.org_id = total.org_id AND b.balance_nanos + b.credit_limit_nanos >= b.held_nanos + total.amount
   RETURNING b.org_id
 )
-INSERT INTO {holds} (id, org_id, request_id, amount_nanos, status, created_at, expires_at)
-SELECT req.id, req.org_id, req.request_id, req.amount, 'pending', %s, req.expires_at FROM req
-WHERE req.org_id IN (SELECT org_id FROM reserved)
+INSERT INTO {rows.table} ({rows.columns}) SELECT {rows.columns} FROM req
+WHERE org_id IN (SELECT org_id FROM reserved)
 RETURNING request_id"""
 
 
