@@ -353,7 +353,7 @@ async def test_a_body_that_stalls_is_reported_not_raised(raw_upstream):
     started = time.monotonic()
     data = await reply.json()
 
-    # then: json() says "no valid body" (the caller answers 502 and releases the hold) and why
+    # then: json() says "no valid body" and why (the caller answers with that error, a 504, and releases the hold)
     assert data is None
     assert reply.error.kind == "timeout"
     assert time.monotonic() - started < 2
