@@ -377,8 +377,8 @@ class ChatExchange(Exchange):
         self, machine, route: RouteSpec, attempts: int, first_byte_at: float | None, received: int
     ) -> int:
         # An upstream that answered 200 and then sent nothing, or failed before any content reached
-        # the client, produced nothing: it costs nothing, as a failed non-streamed request (the
-        # same-protocol relays in relay.py do the same). Cut after some content: billed for it.
+        # the client, produced nothing: it costs nothing, as a failed non-streamed request. Cut
+        # after some content: billed for it.
         usage: Usage = machine.usage if received and not _failed_empty(machine) else Usage()
         cost = metering.usage_cost(usage, self.spec.prices)
         error = machine.error
@@ -399,8 +399,7 @@ class ChatExchange(Exchange):
 def _failed_empty(machine) -> bool:
     """The stream failed (upstream error, cut, stall) before producing any text, thinking or tool call."""
     inner = getattr(machine, "inner", machine)  # composite machines keep the output in the inner one
-    output = getattr(inner, "output_text", None)  # translating machines; relay.py's relays decide this themselves
-    return machine.error is not None and output is not None and not any(output)
+    return machine.error is not None and not any(inner.output_text)
 
 
 async def chat(request: HttpRequest, protocol: str) -> HttpResponse:

@@ -3,8 +3,8 @@
 They pass events through (PROTOCOLS §4.3) but for the gateway rules: the `model` echoes the
 client's id (G2), the usage chunk the gateway asked for is hidden from an O client that did not
 (G5), usage is captured for billing, and an upstream that ends early becomes a stream error.
-A stream that fails before any content costs nothing; one cut after some is billed for it (marked
-estimated unless the upstream's final usage arrived).
+A stream cut after some content is billed for it (marked estimated unless the upstream's final
+usage arrived); one that fails before any costs nothing (proxy/chat.py decides that for every machine).
 """
 
 from proxy.sse import SSEItem
@@ -36,7 +36,7 @@ class OpenAIRelay:
         self.input_estimate = input_estimate
         self.reported: Usage | None = None
         self.finish_reason: str | None = None
-        self.output_chars: list[str] = []
+        self.output_text: list[str] = []
         self.done = False
         self.error: GatewayError | None = None
 
@@ -44,9 +44,7 @@ class OpenAIRelay:
     def usage(self) -> Usage:
         if self.reported is not None:
             return self.reported
-        if self.error is not None and not any(self.output_chars):
-            return Usage()  # failed before producing anything: it costs nothing
-        output = estimate_text_tokens("".join(self.output_chars)) if self.output_chars else 0
+        output = estimate_text_tokens("".join(self.output_text)) if self.output_text else 0
         return Usage(input_tokens=self.input_estimate, output_tokens=output, estimated=True)
 
     def feed(self, chunk: dict) -> list[SSEItem]:
@@ -60,11 +58,11 @@ class OpenAIRelay:
             delta = choice.get("delta") or {}
             for key in ("content", "reasoning_content", "reasoning"):
                 if isinstance(delta.get(key), str):
-                    self.output_chars.append(delta[key])
+                    self.output_text.append(delta[key])
             for call in delta.get("tool_calls") or ():
                 arguments = (call.get("function") or {}).get("arguments")
                 if isinstance(arguments, str):
-                    self.output_chars.append(arguments)
+                    self.output_text.append(arguments)
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
         if "model" in chunk:
@@ -104,7 +102,7 @@ class AnthropicRelay:
         self.input_estimate = input_estimate
         self.reported: Usage | None = None
         self.final_usage_seen = False
-        self.output_chars: list[str] = []
+        self.output_text: list[str] = []
         self.done = False
         self.error: GatewayError | None = None
 
@@ -112,10 +110,8 @@ class AnthropicRelay:
     def usage(self) -> Usage:
         if self.reported is not None and self.final_usage_seen:
             return self.reported
-        if self.error is not None and not any(self.output_chars):
-            return Usage()  # failed before any content (message_start at most): it costs nothing
         # Cut before message_delta: message_start's output count is a placeholder; estimate it.
-        estimate = estimate_text_tokens("".join(self.output_chars)) if self.output_chars else 0
+        estimate = estimate_text_tokens("".join(self.output_text)) if self.output_text else 0
         base = self.reported or Usage(input_tokens=self.input_estimate)
         return Usage(
             input_tokens=base.input_tokens,
@@ -138,7 +134,7 @@ class AnthropicRelay:
             delta = event.get("delta") or {}
             for key in ("text", "thinking", "partial_json"):
                 if isinstance(delta.get(key), str):
-                    self.output_chars.append(delta[key])
+                    self.output_text.append(delta[key])
         elif kind == "message_delta":
             if isinstance(event.get("usage"), dict):
                 self.reported = usage_merge_anthropic(self.reported or Usage(), event["usage"])
