@@ -85,8 +85,9 @@ def _fresh_state():
     limits.reset()
     if settings.REDIS_URL:
         client = shared_state.sync_client()
-        for name in client.scan_iter("ruapi:rl:*"):
-            client.delete(name)
+        for pattern in ("ruapi:rl:*", "ruapi:route:*", "ruapi:routes:*"):
+            for name in client.scan_iter(pattern):
+                client.delete(name)
     yield
     keycache.invalidate()
     limits.reset()

@@ -12,6 +12,7 @@ from proxy import metering
 from proxy.responses import Call, error_response
 from proxy.router import Router, Slot, router
 from proxy.translate.errors import ErrorKind, GatewayError, upstream_http_error
+from ruapi import observability
 
 
 def retry_after_seconds(headers) -> int | None:
@@ -59,7 +60,7 @@ class Exchange:
         attempts = 0
         last_route: RouteSpec | None = None
         for route in routes:
-            slot = self.router.acquire(route)
+            slot = await self.router.claim(route)
             if slot is None:  # at its concurrency or RPM cap in this process
                 continue
             attempts += 1
@@ -71,7 +72,8 @@ class Exchange:
                 return await self.fail(exc, route=route, attempts=attempts)
             sent_at = time.perf_counter()
             try:
-                reply = await self.send(route, conversion)
+                with observability.attempt_span(route, attempts):
+                    reply = await self.send(route, conversion)
             except GatewayError as exc:  # connect error or timeout: nothing reached the client yet
                 self.call.upstream_seconds += time.perf_counter() - sent_at
                 self.router.failed(route)

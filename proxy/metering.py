@@ -126,6 +126,7 @@ async def settle(call: Call, key: KeyContext, hold: Hold, spec: ModelSpec, outco
         source=scope.get("ruapi.usage_source") or "api",
         user_id=scope.get("ruapi.user_id"),
     )
+    call.usage_record, call.key_prefix = record, key.key_prefix  # for ruapi/observability.py
     await asyncio.shield(_settle_and_publish(record, hold, key))
 
 

@@ -30,6 +30,15 @@ class Call:
     started: float = field(default_factory=time.perf_counter)
     upstream_seconds: float = 0.0  # time spent waiting on the upstream (excluded from overhead)
     extra_headers: dict[str, str] = field(default_factory=dict)  # e.g. x-ratelimit-* from admission
+    # Set by metering.settle: what the request was billed as, for metrics, the request log and the
+    # trace (ruapi/observability.py reads them from the ASGI scope once the response is sent).
+    usage_record: object = None
+    key_prefix: str = ""
+
+    def __post_init__(self) -> None:
+        scope = getattr(self.request, "scope", None)
+        if isinstance(scope, dict):
+            scope["ruapi.call"] = self
 
     def elapsed_ms(self) -> int:
         return int((time.perf_counter() - self.started) * 1000)

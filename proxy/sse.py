@@ -6,6 +6,9 @@ from typing import TypeVar
 
 import orjson
 
+from proxy.translate.errors import ErrorKind, GatewayError
+from ruapi import lifecycle
+
 # An item the gateway writes: (event name or None, data). Data is a dict (JSON-encoded here),
 # bytes (already-encoded JSON, relayed as is) or str (sent verbatim, e.g. "[DONE]").
 SSEItem = tuple[str | None, "dict | bytes | str"]
@@ -163,22 +166,25 @@ async def with_keepalive(source: AsyncIterator[T], interval: float) -> AsyncIter
     """Items of `source`, and None whenever it stayed silent for `interval` seconds (0: never).
 
     The pending read is never cancelled by the timer (cancelling would break the source), it is
-    awaited again after the keep-alive went out.
+    awaited again after the keep-alive went out. When this process shuts down and its grace period
+    is over (ruapi/lifecycle.py), the wait ends with an "overloaded, retry" GatewayError, which the
+    relays turn into the protocol's error event (and bill what was produced).
     """
-    if interval <= 0:
-        async for item in source:
-            yield item
-        return
     iterator = source.__aiter__()
     pending: asyncio.Future | None = None
+    grace_over = lifecycle.grace_over()
     try:
         while True:
             if pending is None:
                 pending = asyncio.ensure_future(iterator.__anext__())
-            done, _ = await asyncio.wait((pending,), timeout=interval)
+            done, _ = await asyncio.wait(
+                (pending, grace_over), timeout=interval if interval > 0 else None, return_when=asyncio.FIRST_COMPLETED
+            )
             if not done:
                 yield None
                 continue
+            if pending not in done:
+                raise GatewayError(ErrorKind.OVERLOADED, "The gateway is restarting; retry the request.")
             finished, pending = pending, None
             try:
                 item = finished.result()

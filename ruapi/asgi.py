@@ -25,6 +25,8 @@ from django.core.handlers.exception import convert_exception_to_response  # noqa
 from django.test.utils import override_settings  # noqa: E402
 from django.urls import set_script_prefix  # noqa: E402
 
+from ruapi import db, lifecycle, observability  # noqa: E402
+from ruapi.observability import ObservedAPI  # noqa: E402
 from ruapi.routing import websocket_urlpatterns  # noqa: E402
 
 
@@ -136,11 +138,48 @@ def close_response(response) -> None:
 
 
 api_app = PublicAPIHandler()
+observed_api_app = ObservedAPI(api_app)
+
+
+async def _plain(send, status: int, body: bytes, content_type: bytes = b"application/json") -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", content_type), (b"cache-control", b"no-store")]})  # fmt: skip
+    await send({"type": "http.response.body", "body": body})
+
+
+async def ops_app(scope, receive, send):
+    """Probes and metrics, answered before Django (they must work while the database is away).
+
+    /livez: the process serves HTTP. /readyz: it should get traffic — false once it drains
+    (ruapi/lifecycle.py) or while it knows the database is unreachable (ruapi/db.py).
+    /metrics: Prometheus (ruapi/observability.py; loopback, or the bearer RUAPI_METRICS_TOKEN).
+    """
+    path = scope["path"]
+    if path == "/livez":
+        return await _plain(send, 200, b'{"status":"ok"}')
+    if path == "/readyz":
+        if lifecycle.is_draining():
+            return await _plain(send, 503, b'{"status":"draining"}')
+        if db.database_unreachable():
+            return await _plain(send, 503, b'{"status":"database unreachable"}')
+        return await _plain(send, 200, b'{"status":"ready"}')
+    if not observability.metrics_allowed(scope, settings.RUAPI_METRICS_TOKEN):
+        return await _plain(send, 403, b'{"error":"metrics: loopback or Authorization: Bearer RUAPI_METRICS_TOKEN"}')
+    body = await db.run_db(observability.render_metrics)
+    await _plain(send, 200, body, b"text/plain; version=0.0.4; charset=utf-8")
+
+
+OPS_PATHS = frozenset(["/livez", "/readyz", "/metrics"])
 
 
 async def http_app(scope, receive, send):
-    app = api_app if scope["path"].startswith("/v1/") else dashboard_app
-    await app(scope, receive, send)
+    path = scope["path"]
+    if path.startswith("/v1/"):
+        await observed_api_app(scope, receive, send)
+    elif path in OPS_PATHS:
+        await ops_app(scope, receive, send)
+    else:
+        await dashboard_app(scope, receive, send)
 
 
 async def lifespan_app(scope, receive, send):
@@ -157,6 +196,7 @@ async def lifespan_app(scope, receive, send):
         elif message["type"] == "lifespan.shutdown":
             await close_sessions()
             await batched.close_for_running_loop()
+            observability.process_exited()
             await send({"type": "lifespan.shutdown.complete"})
             return
 

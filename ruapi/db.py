@@ -60,6 +60,11 @@ _pool_probe_lock = threading.Lock()
 _local = threading.local()  # in_call: inside a run_db call; replaced: dead connections replaced so far
 
 
+def database_unreachable() -> bool:
+    """Whether this process's last probe found the database unreachable (readiness, ruapi/asgi.py)."""
+    return bool(_pool_state["unreachable"])
+
+
 def db_threads() -> int:
     """settings.RUAPI_DB_THREADS, else the connection pool's size, else 10.
 

@@ -48,6 +48,13 @@ def _setting(name: str, default: float) -> float:
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with head/body deadlines and a head size limit (module docstring)."""
 
+    def shutdown(self) -> None:
+        """uvicorn asks every connection to finish (SIGTERM): the process starts draining (ruapi/lifecycle.py)."""
+        from ruapi import lifecycle
+
+        lifecycle.drain_begin()
+        super().shutdown()
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.header_timeout = float(_setting("RUAPI_HEADER_TIMEOUT", 10.0))

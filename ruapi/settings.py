@@ -255,6 +255,15 @@ RUAPI_CATALOG_VERSION_CHECK_INTERVAL = env_float("RUAPI_CATALOG_VERSION_CHECK_IN
 # route for the cool-down, then one probe request may try it again (half-open).
 RUAPI_ROUTE_FAILURE_THRESHOLD = env_int("RUAPI_ROUTE_FAILURE_THRESHOLD", 3)
 RUAPI_ROUTE_COOLDOWN_SECONDS = env_float("RUAPI_ROUTE_COOLDOWN_SECONDS", 30.0)
+# With REDIS_URL (proxy/router.py SharedRouter): how often each process reads the shared set of open
+# circuits, and how long a route concurrency lease lives if its process dies without returning it.
+RUAPI_ROUTE_STATE_CHECK_INTERVAL = env_float("RUAPI_ROUTE_STATE_CHECK_INTERVAL", 0.5)
+RUAPI_ROUTE_SLOT_LEASE_SECONDS = env_float("RUAPI_ROUTE_SLOT_LEASE_SECONDS", 600.0)
+# Operations (issue 17, ruapi/observability.py, ruapi/lifecycle.py).
+RUAPI_METRICS_TOKEN = env_str("RUAPI_METRICS_TOKEN") or ""
+RUAPI_REQUEST_LOG = env_bool("RUAPI_REQUEST_LOG", False)
+RUAPI_OTEL_ENABLED = env_bool("RUAPI_OTEL_ENABLED", False)
+RUAPI_SHUTDOWN_GRACE_SECONDS = env_float("RUAPI_SHUTDOWN_GRACE_SECONDS", 25.0)
 RUAPI_MAX_BODY_BYTES = env_int("RUAPI_MAX_BODY_BYTES", 32 * 1024 * 1024)
 RUAPI_UPSTREAM_CONNECT_TIMEOUT = env_float("RUAPI_UPSTREAM_CONNECT_TIMEOUT", 10.0)
 RUAPI_UPSTREAM_READ_TIMEOUT = env_float("RUAPI_UPSTREAM_READ_TIMEOUT", 300.0)
@@ -335,8 +344,18 @@ if PRODUCTION:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "message": {"format": "%(message)s"},  # the request log's lines are JSON objects already
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "requests": {"class": "logging.StreamHandler", "formatter": "message", "stream": "ext://sys.stdout"},
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        # One JSON line per /v1 request on stdout when RUAPI_REQUEST_LOG=1 (ruapi/observability.py).
+        "ruapi.request": {"handlers": ["requests"], "level": "INFO", "propagate": False},
+    },
 }

@@ -1,5 +1,6 @@
 """Router behaviour end to end: fallback before any byte, circuit breaker, caps, prices, visibility, 404s."""
 
+import asyncio
 import logging
 
 import pytest
@@ -130,11 +131,17 @@ def test_concurrency_cap_skips_a_full_route(routed):
     from catalog.snapshot import catalog_build
 
     route = next(r for r in catalog_build().get("dual-test").routes if r.upstream_model == "claude-primary")
-    slot = router.acquire(route)
+    # With Redis the cap is global (proxy/router.py SharedRouter): claim the slot the way a request does.
+    slot = asyncio.run(router.claim(route))
+
+    async def give_back():
+        slot.release()
+        await asyncio.gather(*router.background)
+
     try:
         routed.openai().chat.completions.create(model="dual-test", messages=[{"role": "user", "content": "x"}])
     finally:
-        slot.release()
+        asyncio.run(give_back())
     assert paths(routed) == ["/v1/chat/completions"]
     assert router.states[route_key(route)].in_flight == 0
 
