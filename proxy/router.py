@@ -222,8 +222,7 @@ class SharedRouter(Router):
         super().__init__(**kwargs)
         self.down_until = 0.0
         self.shared_open: dict[str, float] = {}  # route field -> open until (this process's monotonic clock)
-        self.checked_at = -1e9
-        self.refreshing: asyncio.Task | None = None
+        self.refreshers: dict[int, asyncio.Task] = {}
         self.background: set[asyncio.Task] = set()
         self._scripts: dict[int, tuple] = {}
 
@@ -268,21 +267,27 @@ class SharedRouter(Router):
         return until is not None and self.clock() < until
 
     def plan(self, spec: ModelSpec) -> list[RouteSpec]:
-        self._maybe_refresh()
+        self.watch()
         return super().plan(spec)
 
-    def _maybe_refresh(self) -> None:
-        """Read the shared open-route set at most once per interval, in the background."""
-        now = time.monotonic()
-        if now - self.checked_at < settings.RUAPI_ROUTE_STATE_CHECK_INTERVAL or not self._redis_usable():
+    def watch(self) -> None:
+        """Keep this event loop's copy of the shared open-circuit set fresh: a background task reads
+        it every RUAPI_ROUTE_STATE_CHECK_INTERVAL (started at server start-up, or by the first request)."""
+        if not settings.REDIS_URL:
             return
-        if self.refreshing is not None and not self.refreshing.done():
-            return
-        self.checked_at = now
         try:
-            self.refreshing = asyncio.get_running_loop().create_task(self._refresh())
+            loop = asyncio.get_running_loop()
         except RuntimeError:
-            self.refreshing = None
+            return
+        task = self.refreshers.get(id(loop))
+        if task is None or task.done() or task.get_loop() is not loop:
+            self.refreshers[id(loop)] = loop.create_task(self._refresh_forever())
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            if self._redis_usable():
+                await self._refresh()
+            await asyncio.sleep(settings.RUAPI_ROUTE_STATE_CHECK_INTERVAL)
 
     async def _refresh(self) -> None:
         try:
@@ -390,7 +395,6 @@ class SharedRouter(Router):
     def reset(self) -> None:
         super().reset()
         self.shared_open.clear()
-        self.checked_at = -1e9
         self.down_until = 0.0
 
 

@@ -186,12 +186,14 @@ async def lifespan_app(scope, receive, send):
     """Accept the server's lifespan protocol (Django itself rejects it): this loop batches its ledger
     writes (billing/services/batched.py); upstream pools and ledger connections close on exit."""
     from billing.services import batched
+    from proxy.router import router
     from proxy.upstreams.http import close_sessions
 
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             batched.enable_for_running_loop()
+            router.watch()  # the shared circuit-breaker state, read in the background (proxy/router.py)
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await close_sessions()

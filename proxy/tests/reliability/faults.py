@@ -199,13 +199,13 @@ class RedisServer:
 class GatewayProcess:
     """uvicorn ruapi.asgi:application (production settings) in its own process, with its own env."""
 
-    def __init__(self, log: Path, *, env: dict[str, str], workers: int = 1) -> None:
+    def __init__(self, log: Path, *, env: dict[str, str], workers: int = 1, extra_args: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.log = log
         full_env = {**os.environ, "DJANGO_SETTINGS_MODULE": "ruapi.settings", "DJANGO_ALLOW_ASYNC_UNSAFE": "", **env}
         command = [sys.executable, "-m", "uvicorn", "ruapi.asgi:application", "--host", "127.0.0.1",
                    "--port", str(self.port), "--lifespan", "on", "--log-level", "warning",
-                   "--workers", str(workers)]  # fmt: skip
+                   "--workers", str(workers), *extra_args]  # fmt: skip
         with log.open("ab") as out:
             self.process = subprocess.Popen(command, cwd=BASE_DIR, env=full_env, stdout=out, stderr=subprocess.STDOUT,
                                             start_new_session=True)  # fmt: skip
