@@ -47,7 +47,7 @@ mkdir -p var
 KEY="$("$PY" manage.py createapikey Demo --name demo | tail -n 1)"
 # A dashboard login for the demo owner: a fresh password each start, email marked verified.
 DEMO_PASSWORD="$("$PY" -c 'import secrets; print(secrets.token_urlsafe(12))')"
-DEMO_PASSWORD="$DEMO_PASSWORD" "$PY" manage.py shell -c '
+DEMO_PASSWORD="$DEMO_PASSWORD" "$PY" manage.py shell --no-imports -c '
 import os
 from allauth.account.models import EmailAddress
 from django.contrib.auth import get_user_model
