@@ -333,7 +333,11 @@ RUAPI_SELLER_TAX_ID = env_str("RUAPI_SELLER_TAX_ID", "")
 
 if PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    # RUAPI_SECURE_SSL_REDIRECT=0: no redirect to https, for a server reached over plain HTTP on localhost
+    # (docker-compose.yml's default) or behind a TLS proxy that redirects itself. SECURE_SSL_REDIRECT: old name.
+    SECURE_SSL_REDIRECT = env_bool("RUAPI_SECURE_SSL_REDIRECT", env_bool("SECURE_SSL_REDIRECT", True))
+    if not SECURE_SSL_REDIRECT:
+        SILENCED_SYSTEM_CHECKS = ["security.W008"]  # the operator turned it off on purpose
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True

@@ -100,6 +100,7 @@ KEY_FILTER = {"api_key_id": _id("api_key")}
 
 ACCOUNT_PAGES = (
     "account_login", "account_logout", "account_inactive", "account_signup", "account_reauthenticate",
+    "account_request_reauthentication_code", "account_confirm_reauthentication_code",  # allauth 65.22+
     "account_email", "account_email_verification_sent", "account_change_password", "account_set_password",
     "account_reset_password", "account_confirm_login_code", "account_reset_password_from_key_done",
     "account_reset_password_done", "mfa_index", "mfa_authenticate", "mfa_reauthenticate", "mfa_activate_totp",
