@@ -185,7 +185,8 @@ RELAYED_CODES = frozenset(
         "tool_use_failed",
     }
 )
-_FIELD_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}(?:\[\d{1,6}\]|\.[A-Za-z_][A-Za-z0-9_]{0,63}){0,12}")
+# `messages[1].content`, and OpenAI's own spelling `messages.[1].content`
+_FIELD_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}(?:\.?\[\d{1,6}\]|\.[A-Za-z_][A-Za-z0-9_]{0,63}){0,12}")
 _PATH_SEGMENT = re.compile(r"\[(\d+)\]|\.?([A-Za-z_][A-Za-z0-9_]*)")
 
 

@@ -400,6 +400,7 @@ def test_translation_error_is_a_gateway_error():
     [
         ("top-level field present", "temperature", "temperature"),
         ("nested path present", "messages[0].content", "messages[0].content"),
+        ("OpenAI's spelling", "messages.[0].role", "messages.[0].role"),
         ("index out of range", "messages[3].content", None),
         ("field absent", "top_p", None),
         ("key-shaped", "sk-proj-abcdefghijklmnop1234567890", None),
