@@ -15,8 +15,10 @@ verdicts it reached itself. So with N gateway processes an address gets at most 
 lookups per window (each other process refuses it after its own first failure over the limit),
 and, as with the rate limits' fixed windows, up to twice that across a window boundary.
 
-The address is the ASGI peer (REMOTE_ADDR). Behind a reverse proxy run uvicorn with
---forwarded-allow-ips, or every client shares the proxy's address and one guesser blocks them all.
+The address is the ASGI peer (REMOTE_ADDR): the TCP peer, or the client X-Forwarded-For names when
+the peer is one of RUAPI_TRUSTED_PROXIES (ruapi/server.py). Behind a reverse proxy list it there,
+or every client shares the proxy's address and one guesser blocks them all; a forwarded header
+from any other peer is ignored, so a client cannot rotate its address past the throttle.
 IPv6 addresses are counted per /64 (one subscriber's usual allocation); IPv4-mapped ones as IPv4.
 """
 

@@ -85,8 +85,9 @@ class Exchange:
                 payload = await reply.json()
                 self.call.upstream_seconds += time.perf_counter() - reply.headers_at
                 error = upstream_http_error(
-                    reply.status, payload, route.provider.protocol, retry_after=retry_after_seconds(reply.headers)
-                )
+                    reply.status, payload, route.provider.protocol, retry_after=retry_after_seconds(reply.headers),
+                    request=getattr(self, "body", None), secrets=route.provider.api_keys,
+                )  # fmt: skip
                 slot.release()
                 if reply.status == 429 or reply.status >= 500:
                     self.router.failed(route)

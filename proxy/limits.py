@@ -269,8 +269,8 @@ def ratelimit_headers(admitted: Admitted | Refusal, counters: list[Counter]) -> 
 def client_ip_allowed(key: KeyContext, remote_addr: str | None) -> bool:
     """Whether the peer address is in the key's allowlist (an empty list allows any address).
 
-    The address is the ASGI peer; behind a proxy run uvicorn with --forwarded-allow-ips so it is
-    the client's address from X-Forwarded-For.
+    The address is the ASGI peer: the TCP peer, or the X-Forwarded-For client when the peer is one
+    of RUAPI_TRUSTED_PROXIES (ruapi/server.py; never otherwise, whatever uvicorn's flags say).
     """
     if not key.ip_allowlist:
         return True

@@ -7,6 +7,7 @@ also skips the per-request thread machinery of Django's ASGIHandler (see PublicA
 
 import asyncio
 import os
+import tempfile
 from contextlib import suppress
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ruapi.settings")
@@ -19,12 +20,13 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
-from django.core.exceptions import RequestAborted  # noqa: E402
+from django.core.exceptions import RequestAborted, RequestDataTooBig  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix  # noqa: E402
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
 from django.test.utils import override_settings  # noqa: E402
 from django.urls import set_script_prefix  # noqa: E402
 
+from proxy.translate.errors import ErrorKind, GatewayError  # noqa: E402
 from ruapi import db, lifecycle, observability  # noqa: E402
 from ruapi.observability import ObservedAPI  # noqa: E402
 from ruapi.routing import websocket_urlpatterns  # noqa: E402
@@ -68,19 +70,36 @@ class PublicAPIHandler(ASGIHandler):
         await self.handle(scope, receive, send)  # no ThreadSensitiveContext (see the class docstring)
 
     async def handle(self, scope, receive, send):
-        """ASGIHandler.handle minus request_started/request_finished and sync_to_async(close)."""
-        # Django's spooled body file; DATA_UPLOAD_MAX_MEMORY_SIZE is enforced when the pipeline
-        # reads request.body (RequestDataTooBig, which it answers with a protocol-shaped 413).
-        try:
-            body_file = await self.read_body(receive)
-        except RequestAborted:  # the client left before the body was complete
-            return
+        """ASGIHandler.handle minus request_started/request_finished and sync_to_async(close), with the
+        caller authenticated from its headers before any of its body is read, and the body bounded."""
         set_script_prefix(get_script_prefix(scope))
-        request, error_response = self.create_request(scope, body_file)
+        # The body goes into Django's spooled file (in memory up to FILE_UPLOAD_MAX_MEMORY_SIZE, then
+        # on disk), but only once the request was admitted, and never past RUAPI_MAX_BODY_BYTES.
+        body_file = tempfile.SpooledTemporaryFile(  # noqa: SIM115 (closed with the request: request.close())
+            max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE, mode="w+b"
+        )
+        request, error_response = self.create_request(scope, body_file)  # the request reads no body yet
         if request is None:
             body_file.close()
             await self.send_response(error_response, send)
             close_response(error_response)
+            return
+        refusal = await admit_before_body(request)
+        if refusal is None:
+            try:
+                await read_body_bounded(receive, body_file, settings.RUAPI_MAX_BODY_BYTES)
+            except RequestAborted:  # the client left before the body was complete
+                request.close()
+                return
+            except RequestDataTooBig:
+                refusal = body_refusal(request, GatewayError(ErrorKind.REQUEST_TOO_LARGE, "Request body is too large."))
+        if refusal is not None:
+            # Answered without reading the rest of the body: `connection: close`, and the server
+            # (ruapi/server.py) closes a connection whose request body was not read to its end.
+            refusal["connection"] = "close"
+            request.close()
+            await self.send_response(refusal, send)
+            close_response(refusal)
             return
         # As Django: the response is produced and sent in a task while another waits for
         # http.disconnect; a client that hangs up cancels the first, so a view still waiting for
@@ -135,6 +154,67 @@ def close_response(response) -> None:
             closer()
     response._resource_closers.clear()
     response.closed = True
+
+
+def has_body(scope) -> bool:
+    """The request announces a body: chunked, or a Content-Length other than 0."""
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() not in (b"0", b"")):
+            return True
+    return False
+
+
+def body_refusal(request, error: GatewayError):
+    """An error answered before (or instead of) reading the body, in the caller's protocol shape."""
+    from proxy.api import protocol_of
+    from proxy.responses import Call, error_response
+
+    return error_response(Call(request, protocol_of(request), endpoint="admission"), error)
+
+
+async def admit_before_body(request):
+    """Auth first (issue 12): a request with a body is authenticated from its headers, and a declared
+    Content-Length over RUAPI_MAX_BODY_BYTES refused, before one byte of the body is read. Returns
+    the refusal, or None; the KeyContext found is kept in the scope for proxy.auth.authenticate.
+
+    Nothing new on the hot path: a valid cached key is a dict lookup, as in the handlers (which then
+    reuse the context). Requests without a body (GET /v1/models, /v1/docs) are left to the handlers.
+    """
+    from proxy.auth import authenticate
+
+    scope = request.scope
+    if scope.get("ruapi.key_context") is not None or not has_body(scope):
+        return None  # in-process callers (the playground) carry their context; no body, nothing to guard
+    path = scope["path"]
+    # The same headers the endpoints accept: x-api-key on /v1/messages* and /v1/models* (PROTOCOLS §0.1).
+    allow_x_api_key = path.startswith(("/v1/messages", "/v1/models"))
+    try:
+        scope["ruapi.key_context"] = await authenticate(request, allow_x_api_key=allow_x_api_key)
+    except GatewayError as exc:
+        return body_refusal(request, exc)
+    length = request.META.get("CONTENT_LENGTH", "")
+    if length.isdigit() and int(length) > settings.RUAPI_MAX_BODY_BYTES:
+        return body_refusal(request, GatewayError(ErrorKind.REQUEST_TOO_LARGE, "Request body is too large."))
+    return None
+
+
+async def read_body_bounded(receive, body_file, limit: int) -> None:
+    """Django's ASGIHandler.read_body into `body_file`, stopping with RequestDataTooBig as soon as more
+    than `limit` bytes arrived (a chunked body declares no length): nothing past it is kept."""
+    received = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise RequestAborted()
+        chunk = message.get("body", b"")
+        received += len(chunk)
+        if received > limit:
+            raise RequestDataTooBig()
+        if chunk:
+            body_file.write(chunk)
+        if not message.get("more_body", False):
+            break
+    body_file.seek(0)
 
 
 api_app = PublicAPIHandler()

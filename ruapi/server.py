@@ -24,8 +24,19 @@ only: one head timer per connection that re-arms itself, and a body timer only f
   head itself is measured before the request is served);
 - RUAPI_BODY_TIMEOUT / RUAPI_BODY_MIN_RATE: a body still incomplete after the bytes at hand must
   be complete within RUAPI_BODY_TIMEOUT seconds, plus one second per RUAPI_BODY_MIN_RATE bytes
-  received (a slow but steady upload keeps going); past it 408 and close. A request whose body
-  arrives with its head, as nearly every API call does, never arms this timer.
+  received (a slow but steady upload keeps going), and may never go RUAPI_BODY_TIMEOUT seconds
+  without a byte: past either, 408 and close. (Before issue 12 only the first held, so a client
+  that sent 30 MB at once had earned 8 hours of silence.) A request whose body arrives with its
+  head, as nearly every API call does, never arms this timer;
+- a response sent before its request's body was read to the end (the /v1 handler refuses a
+  missing key or an oversized body from the headers, ruapi/asgi.py) closes the connection: the
+  rest of the body is never read;
+- RUAPI_MAX_BODY_BYTES outside /v1 (the dashboard; /v1 answers in its callers' protocol shape
+  itself): a declared Content-Length over it is 413 at once, a chunked body 413 once past it;
+- RUAPI_TRUSTED_PROXIES: X-Forwarded-For is used only when the peer is one of these addresses or
+  networks (default: none); otherwise it is removed before the application (and uvicorn's
+  --proxy-headers middleware, which trusts 127.0.0.1 by default) sees it, so the key-guessing
+  throttle and IP allowlists count the real peer whatever flags uvicorn was started with.
 
 A response in flight is never interrupted by these timers: a head deadline that falls while the
 previous request's response is still being sent is pushed back.
@@ -33,9 +44,13 @@ previous request's response is still being sent is pushed back.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from asyncio import TimerHandle, Transport
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def _setting(name: str, default: float) -> float:
@@ -43,6 +58,47 @@ def _setting(name: str, default: float) -> float:
     from django.conf import settings
 
     return getattr(settings, name, default) if settings.configured else default
+
+
+@functools.lru_cache(maxsize=8)
+def trusted_networks(entries: tuple[str, ...]) -> tuple[Network, ...]:
+    """RUAPI_TRUSTED_PROXIES parsed: addresses or CIDR networks (a bad entry fails loudly)."""
+    return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in entries if entry.strip())
+
+
+def _address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    raw = value.strip()
+    if raw.startswith("[") and "]" in raw:  # [v6]:port
+        raw = raw[1 : raw.index("]")]
+    elif raw.count(":") == 1:  # v4:port
+        raw = raw.split(":")[0]
+    try:
+        address = ipaddress.ip_address(raw.split("%")[0])
+    except ValueError:
+        return None
+    if address.version == 6 and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _is_trusted(address, networks: tuple[Network, ...]) -> bool:
+    return address is not None and any(address.version == net.version and address in net for net in networks)
+
+
+def forwarded_client(peer: str | None, forwarded_for: list[bytes], networks: tuple[Network, ...]) -> str | None:
+    """The client address X-Forwarded-For names, when `peer` is a trusted proxy: the right-most entry
+    that is not itself a trusted proxy (entries left of it were written by the client and prove
+    nothing). None when the peer is not trusted or the header names nothing usable."""
+    if not networks or not _is_trusted(_address(peer or ""), networks):
+        return None
+    entries = [item for value in forwarded_for for item in value.decode("latin1").split(",")]
+    for entry in reversed(entries):
+        address = _address(entry)
+        if address is None:
+            return None  # garbage in the chain: do not guess past it
+        if not _is_trusted(address, networks):
+            return str(address)
+    return None
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -61,6 +117,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.max_header_bytes = int(_setting("RUAPI_MAX_HEADER_BYTES", 64 * 1024))
         self.body_timeout = float(_setting("RUAPI_BODY_TIMEOUT", 30.0))
         self.body_min_rate = max(int(_setting("RUAPI_BODY_MIN_RATE", 1024)), 1)
+        self.max_body_bytes = int(_setting("RUAPI_MAX_BODY_BYTES", 32 * 1024 * 1024))
+        self.trusted_proxies = trusted_networks(tuple(_setting("RUAPI_TRUSTED_PROXIES", ())))
         self._reading_head = True  # the next bytes belong to a request head
         self._head_bytes = 0
         self._head_started: float | None = None  # loop time the current head began (None: none begun)
@@ -68,6 +126,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_body = False  # the head is complete, the body is not
         self._body_started = 0.0
         self._body_bytes = 0
+        self._body_last = 0.0  # loop time the last body bytes arrived
+        self._body_limit: int | None = None  # payload cap enforced here (outside /v1), None: the app's
+        self._body_payload = 0
         self._body_timer: TimerHandle | None = None
 
     # -- connection -------------------------------------------------------------------------------
@@ -94,13 +155,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 return
         else:
             self._body_bytes += len(data)
+            self._body_last = self.loop.time()
             super().data_received(data)
         if self.transport.get_protocol() is not self:  # upgraded to a WebSocket: no longer ours to time
             self._in_body = self._reading_head = False
             self._cancel_timers()
             return
         if self._in_body and self._body_timer is None and self.body_timeout > 0 and not self.transport.is_closing():
-            self._body_started = self.loop.time()  # the head completed in this read (or an earlier one)
+            self._body_started = self._body_last = self.loop.time()  # the head completed in this read
             self._body_timer = self.loop.call_later(self.body_timeout, self._body_deadline)
 
     # -- parser callbacks -------------------------------------------------------------------------
@@ -114,13 +176,47 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # The read that completed the head was large: measure the head itself before serving it.
             self._refuse(431, "Request header fields too large.")
             return
+        self._forwarded_headers()
         self._in_body = True
-        self._body_bytes = 0
+        self._body_bytes = self._body_payload = 0
+        self._body_limit = None
+        if not self.url.startswith(b"/v1/"):
+            self._body_limit = self.max_body_bytes
+            length = next((value for name, value in self.headers if name == b"content-length"), b"")
+            if length.strip().isdigit() and int(length) > self.max_body_bytes:
+                self._in_body = False
+                self._refuse(413, "Request body too large.")
+                return
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
         if self._in_body:
+            self._body_payload += len(body)
+            if self._body_limit is not None and self._body_payload > self._body_limit:
+                self._in_body = False
+                self._refuse(413, "Request body too large.")
+                return
             super().on_body(body)
+
+    def on_response_complete(self) -> None:
+        if self._in_body and self.cycle.response_complete and not self.transport.is_closing():
+            # Answered before the body was read to its end (auth or size refused from the headers):
+            # reading the rest would be work for a request that is over, so the connection ends here.
+            self._in_body = False
+            self._cancel_timers()
+            self.transport.close()
+        super().on_response_complete()
+
+    def _forwarded_headers(self) -> None:
+        """Apply X-Forwarded-For from a trusted proxy, and remove it from every request (module docstring)."""
+        forwarded = [value for name, value in self.headers if name == b"x-forwarded-for"]
+        if not forwarded:
+            return
+        client = forwarded_client(self.client[0] if self.client else None, forwarded, self.trusted_proxies)
+        if client is not None:
+            self.scope["client"] = (client, 0)
+        # In place: the scope holds this list.
+        self.headers[:] = [(name, value) for name, value in self.headers if name != b"x-forwarded-for"]
 
     def on_message_complete(self) -> None:
         if not self._in_body:
@@ -165,8 +261,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._body_timer = None
         if not self._in_body or self.transport.is_closing():
             return
-        deadline = self._body_started + self.body_timeout + self._body_bytes / self.body_min_rate
-        remaining = deadline - self.loop.time()
+        now = self.loop.time()
+        if self.flow.read_paused:  # the application is not reading yet: the silence is ours, not the client's
+            self._body_last = now
+        deadline = min(
+            self._body_started + self.body_timeout + self._body_bytes / self.body_min_rate,
+            self._body_last + self.body_timeout,  # progress: never this long without a byte
+        )
+        remaining = deadline - now
         if remaining > 0:  # the body is still arriving fast enough
             self._body_timer = self.loop.call_later(remaining, self._body_deadline)
             return

@@ -275,11 +275,16 @@ RUAPI_UPSTREAM_MAX_EVENT_BYTES = env_int("RUAPI_UPSTREAM_MAX_EVENT_BYTES", 16 * 
 # Slow and idle clients (ruapi/server.py, the uvicorn protocol): a request head must be complete
 # within RUAPI_HEADER_TIMEOUT seconds of the connection / of its first byte and be at most
 # RUAPI_MAX_HEADER_BYTES (431 beyond); a request body must keep arriving — RUAPI_BODY_TIMEOUT
-# seconds, plus one more per RUAPI_BODY_MIN_RATE bytes received.
+# seconds, plus one more per RUAPI_BODY_MIN_RATE bytes received, and never RUAPI_BODY_TIMEOUT seconds
+# without a byte (issue 12).
 RUAPI_HEADER_TIMEOUT = env_float("RUAPI_HEADER_TIMEOUT", 10.0)
 RUAPI_MAX_HEADER_BYTES = env_int("RUAPI_MAX_HEADER_BYTES", 64 * 1024)
 RUAPI_BODY_TIMEOUT = env_float("RUAPI_BODY_TIMEOUT", 30.0)
 RUAPI_BODY_MIN_RATE = env_int("RUAPI_BODY_MIN_RATE", 1024)
+# Reverse proxies whose X-Forwarded-For is believed (ruapi/server.py): addresses or CIDR networks,
+# comma-separated. Empty (the default): none, the client address is always the TCP peer — whatever
+# uvicorn's --forwarded-allow-ips says (issue 12: loopback was trusted by default).
+RUAPI_TRUSTED_PROXIES = env_list("RUAPI_TRUSTED_PROXIES", [])
 # Seconds of upstream silence after which a stream gets a keep-alive (SSE comment / A ping); 0 = off.
 RUAPI_STREAM_KEEPALIVE_SECONDS = env_float("RUAPI_STREAM_KEEPALIVE_SECONDS", 15.0)
 # Retry-After sent on rate limits / overload when the upstream gave none (PROTOCOLS §5.4).

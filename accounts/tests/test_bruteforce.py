@@ -65,6 +65,7 @@ def throttled_gateway(gateway, settings, monkeypatch):
     (the test process runs the server, so the patch reaches it)."""
     settings.RUAPI_AUTH_FAIL_LIMIT = LIMIT
     settings.RUAPI_AUTH_FAIL_WINDOW = 60.0
+    settings.RUAPI_TRUSTED_PROXIES = ["127.0.0.1"]  # the test client plays a reverse proxy (see _from)
     hashed = []
     original = proxy_auth.apikey_hash
 
@@ -78,8 +79,8 @@ def throttled_gateway(gateway, settings, monkeypatch):
 
 
 def _from(address: str) -> dict:
-    # uvicorn trusts X-Forwarded-For from 127.0.0.1 (its default --forwarded-allow-ips), so the
-    # header sets the peer address the gateway sees, as a reverse proxy in front of it would.
+    # With 127.0.0.1 in RUAPI_TRUSTED_PROXIES (throttled_gateway), the header sets the peer address
+    # the gateway sees, as a reverse proxy in front of it would.
     return {"default_headers": {"X-Forwarded-For": address}}
 
 

@@ -118,20 +118,106 @@ def anthropic_stream_error(err: GatewayError) -> dict:
 # §5.3 step 2: keep the upstream's words but not its hostnames, keys or addresses.
 _SECRETS = re.compile(
     r"https?://\S+"
-    r"|\b(?:sk|sk-ant|sk-proj|key|pk|rk)-[A-Za-z0-9_-]{8,}"
+    r"|\bBearer\s+\S+"
+    r"|\b(?:sk|sk-ant|sk-proj|key|pk|rk|xai|gsk|hf|pplx|nvapi|r8)[-_][A-Za-z0-9_-]{8,}"
+    r"|\bAIza[A-Za-z0-9_-]{20,}"
     r"|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"
     r"|\b[\w-]+(?:\.[\w-]+)*\.(?:com|net|org|io|ai|cn|cloud|dev|internal|local)(?::\d+)?\b"
 )
+# Key-shaped runs whatever their prefix (issue 12): a piece of 20+ characters between separators that
+# mixes letters and digits — provider keys, hex secrets, JWT parts — is never relayed. Model names
+# ("claude-sonnet-4-5-20250929") are made of short pieces and stay readable.
+_RUNS = re.compile(r"[A-Za-z0-9_.+/=-]{20,}")
+_PIECES = re.compile(r"[-_.+/=]")
 _CREDENTIALS_MESSAGE = "The upstream provider rejected the gateway's credentials; your request is not at fault."
 _QUOTA_MESSAGE = "The upstream provider's quota is exhausted; try again later or use another model."
+_REDACTED = "[redacted]"
 
 
-def _scrub(message: str) -> str:
-    return _SECRETS.sub("[redacted]", message)
+def _key_shaped(run: str) -> bool:
+    return any(
+        len(piece) >= 20 and any(c.isdigit() for c in piece) and any(c.isalpha() for c in piece)
+        for piece in _PIECES.split(run)
+    )
+
+
+def _scrub(message: str, secrets: tuple[str, ...] = ()) -> str:
+    """The upstream's text without anything secret-looking, and without the provider's own keys."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            message = message.replace(secret, _REDACTED)
+    message = _SECRETS.sub(_REDACTED, message)
+    return _RUNS.sub(lambda match: _REDACTED if _key_shaped(match.group()) else match.group(), message)
+
+
+# `code` values an upstream may pass on to an OpenAI-protocol client: OpenAI's documented request
+# error codes. Any other upstream code is replaced by the gateway's own (issue 12: an upstream can
+# echo the credential it received in any field it likes).
+RELAYED_CODES = frozenset(
+    {
+        "context_length_exceeded",
+        "invalid_value",
+        "invalid_type",
+        "missing_required_parameter",
+        "unknown_parameter",
+        "unsupported_parameter",
+        "unsupported_value",
+        "unsupported_country_region_territory",
+        "string_above_max_length",
+        "string_below_min_length",
+        "array_above_max_length",
+        "array_below_min_length",
+        "integer_above_max_value",
+        "integer_below_min_value",
+        "decimal_above_max_value",
+        "decimal_below_min_value",
+        "empty_array",
+        "invalid_image",
+        "invalid_image_url",
+        "invalid_image_format",
+        "image_too_large",
+        "image_content_policy_violation",
+        "content_policy_violation",
+        "content_filter",
+        "invalid_prompt",
+        "model_not_found",
+        "invalid_request_error",
+        "tool_use_failed",
+    }
+)
+# `messages[1].content`, and OpenAI's own spelling `messages.[1].content`
+_FIELD_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}(?:\.?\[\d{1,6}\]|\.[A-Za-z_][A-Za-z0-9_]{0,63}){0,12}")
+_PATH_SEGMENT = re.compile(r"\[(\d+)\]|\.?([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def relayed_param(param: str | None, request: dict | None) -> str | None:
+    """The upstream's `param` when it names a field present in the client's request (e.g.
+    `messages[1].content`), else None: a gateway-checked name, never an upstream's free text."""
+    if not param or request is None or not _FIELD_PATH.fullmatch(param):
+        return None
+    node: object = request
+    for match in _PATH_SEGMENT.finditer(param):
+        index, name = match.groups()
+        if index is not None:
+            if not isinstance(node, list) or int(index) >= len(node):
+                return None
+            node = node[int(index)]
+        elif isinstance(node, dict) and name in node:
+            node = node[name]
+        else:
+            return None
+    return param
+
+
+def relayed_code(code: str | None) -> str | None:
+    return code if code in RELAYED_CODES else None
 
 
 def _upstream_fields(body: dict | None) -> tuple[str | None, str | None, str | None, str | None]:
-    """(message, type, code, param) from an upstream error body of either protocol or a loose variant."""
+    """(message, type, code, param) from an upstream error body of either protocol or a loose variant.
+
+    Raw upstream text: `type` and `code` only choose the error kind, `message` goes through _scrub,
+    `param`/`code` through relayed_param/relayed_code before a client sees them."""
     if not isinstance(body, dict):
         return None, None, None, None
     error = body.get("error", body)
@@ -170,9 +256,18 @@ def _kind_for_status(status: int) -> ErrorKind:
 
 
 def upstream_http_error(
-    status: int, body: dict | None, upstream: str, *, retry_after: int | None = None
+    status: int,
+    body: dict | None,
+    upstream: str,
+    *,
+    retry_after: int | None = None,
+    request: dict | None = None,
+    secrets: tuple[str, ...] = (),
 ) -> GatewayError:
-    """Map an upstream non-2xx reply (`upstream` "openai" | "anthropic") to the error the client sees (§5.3)."""
+    """Map an upstream non-2xx reply (`upstream` "openai" | "anthropic" | "gemini") to the error the
+    client sees (§5.3). Every field is the gateway's: the message scrubbed (of `secrets`, the route's
+    provider keys, too), `param` only when it names a field of `request` (the client's body), `code`
+    only from RELAYED_CODES."""
     message, error_type, code, param = _upstream_fields(body)
     kind = _kind_for_status(status)
     if kind is ErrorKind.RATE_LIMIT and "insufficient_quota" in (error_type, code):
@@ -182,14 +277,14 @@ def upstream_http_error(
         return GatewayError(kind, f"The upstream provider answered with a redirect (HTTP {status}), not followed.")
     if kind is ErrorKind.UPSTREAM_ERROR and status < 500:
         return GatewayError(kind, _CREDENTIALS_MESSAGE)
-    text = _scrub(message) if message else f"The upstream provider answered HTTP {status}."
+    text = _scrub(message, secrets) if message else f"The upstream provider answered HTTP {status}."
     # Any other 4xx keeps its status (§5.2 last row); 422 is folded into 400 (§5.2 first row).
     keep_status = kind is ErrorKind.INVALID_REQUEST and status not in (400, 422)
     return GatewayError(
         kind,
         text,
-        param=param if upstream == "openai" else None,
-        code=code if upstream == "openai" and kind is ErrorKind.INVALID_REQUEST else None,
+        param=relayed_param(param, request) if upstream == "openai" else None,
+        code=relayed_code(code) if upstream == "openai" and kind is ErrorKind.INVALID_REQUEST else None,
         status=status if keep_status else None,
         retry_after=retry_after if kind in (ErrorKind.RATE_LIMIT, ErrorKind.OVERLOADED) else None,
     )
@@ -222,8 +317,10 @@ _OPENAI_CODE_KINDS = {
 
 
 def upstream_stream_error(payload: dict, upstream: str) -> GatewayError:
-    """Map a mid-stream upstream error (A `error` event data or O `{"error": …}` chunk) (§5.3 step 1)."""
-    message, error_type, code, param = _upstream_fields(payload)
+    """Map a mid-stream upstream error (A `error` event data or O `{"error": …}` chunk) (§5.3 step 1).
+
+    The message is scrubbed; no upstream `param` or `code` is relayed (issue 12)."""
+    message, error_type, code, _param = _upstream_fields(payload)
     if upstream == "anthropic":
         kind = _ANTHROPIC_TYPE_KINDS.get(error_type or "", ErrorKind.API_ERROR)
     elif code is not None and code.isdigit():  # some servers put the HTTP status in `code`
@@ -234,8 +331,4 @@ def upstream_stream_error(payload: dict, upstream: str) -> GatewayError:
         return GatewayError(
             kind, _QUOTA_MESSAGE if "insufficient_quota" in (code, error_type) else _CREDENTIALS_MESSAGE
         )
-    return GatewayError(
-        kind,
-        _scrub(message) if message else "The upstream provider reported an error.",
-        param=param if upstream == "openai" else None,
-    )
+    return GatewayError(kind, _scrub(message) if message else "The upstream provider reported an error.")

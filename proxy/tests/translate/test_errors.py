@@ -297,7 +297,8 @@ CREDENTIALS = "The upstream provider rejected the gateway's credentials; your re
     ],
 )
 def test_upstream_http_error(_case, status, body, upstream, retry_after, expected):
-    err = upstream_http_error(status, body, upstream, retry_after=retry_after)
+    request = {"model": "m", "temperature": 7, "messages": [{"role": "user", "content": "hi"}]}
+    err = upstream_http_error(status, body, upstream, retry_after=retry_after, request=request)
 
     assert (
         err.kind,
@@ -389,3 +390,59 @@ def test_translation_error_is_a_gateway_error():
 
     assert isinstance(err, GatewayError)
     assert (err.kind, err.param, str(err)) == (ErrorKind.INVALID_REQUEST, "x", "bad")
+
+
+# -- nothing of an upstream's error reaches a client unchecked (issue 12 item 4) ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("_case", "param", "expected"),
+    [
+        ("top-level field present", "temperature", "temperature"),
+        ("nested path present", "messages[0].content", "messages[0].content"),
+        ("OpenAI's spelling", "messages.[0].role", "messages.[0].role"),
+        ("index out of range", "messages[3].content", None),
+        ("field absent", "top_p", None),
+        ("key-shaped", "sk-proj-abcdefghijklmnop1234567890", None),
+        ("free text", "the key sk-upstream-test is invalid", None),
+        ("empty", "", None),
+    ],
+)
+def test_relayed_param_names_only_fields_of_the_request(_case, param, expected):
+    from proxy.translate.errors import relayed_param
+
+    request = {"model": "m", "temperature": 1, "messages": [{"role": "user", "content": "hi"}]}
+    assert relayed_param(param, request) == expected
+    assert relayed_param(param, None) is None
+
+
+@pytest.mark.parametrize(
+    ("_case", "text", "expected"),
+    [
+        ("provider key by prefix", "bad key sk-ant-api03-AbCdEf123456", "bad key [redacted]"),
+        ("gemini key", "key AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUv", "key [redacted]"),
+        ("hex secret", "token 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b here", "token [redacted] here"),
+        ("bearer", "got Bearer abc.def", "got [redacted]"),
+        ("the route's own key, not key-shaped", "password hunter22 rejected", "password [redacted] rejected"),
+        ("model names stay", "model claude-sonnet-4-5-20250929 not found", "model claude-sonnet-4-5-20250929 not found"),
+    ],
+)
+def test_scrub_removes_key_shaped_text_and_the_provider_keys(_case, text, expected):
+    from proxy.translate.errors import _scrub
+
+    assert _scrub(text, ("hunter22",)) == expected
+
+
+def test_an_upstream_code_outside_the_allowlist_is_replaced_by_the_gateways():
+    body = {"error": {"message": "bad", "type": "invalid_request_error", "param": None, "code": "sk-secret-12345678"}}
+    assert upstream_http_error(400, body, "openai").code is None
+    body["error"]["code"] = "context_length_exceeded"
+    assert upstream_http_error(400, body, "openai").code == "context_length_exceeded"
+
+
+def test_a_stream_error_relays_no_param_or_code():
+    from proxy.translate.errors import upstream_stream_error
+
+    error = upstream_stream_error({"error": {"message": "x", "type": "server_error", "param": "messages",
+                                             "code": "server_error"}}, "openai")  # fmt: skip
+    assert (error.param, error.code) == (None, None)
