@@ -72,9 +72,13 @@ class Turn:
     def responses(self) -> ResponsesTurn:
         if self._responses is None:
             self._responses = ResponsesTurn(
-                model=self.model, request=self.request, now=self.now, new_id=self.new_id,
-                response_id=self.response_id, sealer=self.sealer,
-            )  # fmt: skip
+                model=self.model,
+                request=self.request,
+                now=self.now,
+                new_id=self.new_id,
+                response_id=self.response_id,
+                sealer=self.sealer,
+            )
             self.response_id = self._responses.response_id
         return self._responses
 
@@ -109,8 +113,9 @@ class OpenAIAdapter:
         return anthropic_response_to_openai(message, conv, model=turn.model, created=turn.now)
 
     def stream_from_neutral(self, conv: Conversion, turn: Turn):
-        return AnthropicToOpenAIStream(conv, model=turn.model, created=turn.now, chunk_id=turn.new_id("chatcmpl"),
-                                       include_usage=turn.include_usage)  # fmt: skip
+        return AnthropicToOpenAIStream(
+            conv, model=turn.model, created=turn.now, chunk_id=turn.new_id("chatcmpl"), include_usage=turn.include_usage
+        )
 
     def neutral_target(self, target: TargetModel) -> TargetModel:
         # The A request is only a waypoint: let it carry effort and JSON schemas as such (O decides later).
@@ -206,15 +211,23 @@ class GeminiAdapter:
             OPENAI: (
                 lambda body, target, turn: openai_request_to_gemini(body, target),
                 lambda data, conv, turn: gemini_response_to_openai(
-                    data, conv, model=turn.model, created=turn.now, completion_id=turn.new_id("chatcmpl"),
+                    data,
+                    conv,
+                    model=turn.model,
+                    created=turn.now,
+                    completion_id=turn.new_id("chatcmpl"),
                     new_id=turn.tool_id,
                 ),
                 lambda conv, turn: GeminiToOpenAIStream(
-                    conv, model=turn.model, created=turn.now, chunk_id=turn.new_id("chatcmpl"),
-                    include_usage=turn.include_usage, new_id=turn.tool_id,
+                    conv,
+                    model=turn.model,
+                    created=turn.now,
+                    chunk_id=turn.new_id("chatcmpl"),
+                    include_usage=turn.include_usage,
+                    new_id=turn.tool_id,
                 ),
             )
-        }  # fmt: skip
+        }
 
     def neutral_target(self, target: TargetModel) -> TargetModel:
         return replace(target, structured_output=True, image_urls=True)  # Gemini has native JSON schema output
@@ -225,8 +238,9 @@ class GeminiAdapter:
         return out
 
     def response_to_neutral(self, data: dict, conv: Conversion, turn: Turn) -> dict:
-        return gemini_response_to_anthropic(data, conv, model=turn.model, message_id=turn.new_id("msg"),
-                                            new_id=turn.tool_id)  # fmt: skip
+        return gemini_response_to_anthropic(
+            data, conv, model=turn.model, message_id=turn.new_id("msg"), new_id=turn.tool_id
+        )
 
     def stream_to_neutral(self, conv: Conversion, turn: Turn):
         return GeminiToAnthropicStream(conv, model=turn.model, message_id=turn.new_id("msg"), new_id=turn.tool_id)
@@ -264,8 +278,9 @@ class ResponsesAdapter:
         return anthropic_request_to_responses(conv, target, sealer=turn.sealer)
 
     def response_to_neutral(self, data: dict, conv: Conversion, turn: Turn) -> dict:
-        return responses_response_to_anthropic(data, conv, model=turn.model, message_id=turn.new_id("msg"),
-                                               sealer=turn.sealer)  # fmt: skip
+        return responses_response_to_anthropic(
+            data, conv, model=turn.model, message_id=turn.new_id("msg"), sealer=turn.sealer
+        )
 
     def stream_to_neutral(self, conv: Conversion, turn: Turn):
         return ResponsesToAnthropicStream(conv, model=turn.model, message_id=turn.new_id("msg"), sealer=turn.sealer)

@@ -53,9 +53,19 @@ MOVED_FIELDS = {
 }
 REFUSED_FIELDS = ("conversation", "background", "prompt")  # gateway: no hosted state/prompts (§1.1)
 HOSTED_TOOLS = (
-    "file_search", "code_interpreter", "image_generation", "mcp", "tool_search", "programmatic_tool_calling",
-    "local_shell", "shell", "apply_patch", "computer", "computer_use", "computer_use_preview",
-)  # fmt: skip
+    "file_search",
+    "code_interpreter",
+    "image_generation",
+    "mcp",
+    "tool_search",
+    "programmatic_tool_calling",
+    "local_shell",
+    "shell",
+    "apply_patch",
+    "computer",
+    "computer_use",
+    "computer_use_preview",
+)
 CUSTOM_TOOL_PARAMETERS = {
     "type": "object",
     "properties": {"input": {"type": "string"}},
@@ -80,34 +90,41 @@ def responses_request_check(body: dict) -> int | None:
             raise _invalid(f"Unsupported parameter: '{name}'.{hint}", name, "unsupported_parameter")
     for name in REFUSED_FIELDS:
         if body.get(name) not in (None, False):
-            raise _invalid(f"Unsupported parameter: '{name}' is not supported by this gateway.", name,
-                           "unsupported_parameter")  # fmt: skip
+            raise _invalid(
+                f"Unsupported parameter: '{name}' is not supported by this gateway.", name, "unsupported_parameter"
+            )
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise _invalid("Missing required parameter: 'model'.", "model", "missing_required_parameter")
     source = body.get("input")
     if source is None and not body.get("previous_response_id"):
         raise _invalid("Missing required parameter: 'input'.", "input", "missing_required_parameter")
     if source is not None and not isinstance(source, (str, list)):
-        raise _invalid("Invalid type for 'input': expected a string or an array of input items.", "input",
-                       "invalid_type")  # fmt: skip
+        raise _invalid(
+            "Invalid type for 'input': expected a string or an array of input items.", "input", "invalid_type"
+        )
     for name in ("instructions", "previous_response_id", "prompt_cache_key", "safety_identifier", "user"):
         if body.get(name) is not None and not isinstance(body[name], str):
             raise _invalid(f"Invalid type for '{name}': expected a string.", name, "invalid_type")
     if isinstance(body.get("safety_identifier"), str) and len(body["safety_identifier"]) > 64:
-        raise _invalid("'safety_identifier' is longer than 64 characters.", "safety_identifier", "string_above_max_length")
+        raise _invalid(
+            "'safety_identifier' is longer than 64 characters.", "safety_identifier", "string_above_max_length"
+        )
     for name in ("stream", "store", "parallel_tool_calls"):
         if body.get(name) is not None and not isinstance(body[name], bool):
             raise _invalid(f"Invalid type for '{name}': expected a boolean.", name, "invalid_type")
     cap = body.get("max_output_tokens")
     if cap is not None:
         if isinstance(cap, bool) or not isinstance(cap, int):
-            raise _invalid("Invalid type for 'max_output_tokens': expected an integer.", "max_output_tokens",
-                           "invalid_type")  # fmt: skip
+            raise _invalid(
+                "Invalid type for 'max_output_tokens': expected an integer.", "max_output_tokens", "invalid_type"
+            )
         if cap < MIN_OUTPUT_TOKENS:
             raise _invalid(
                 f"Invalid 'max_output_tokens': integer below minimum value. Expected a value >= {MIN_OUTPUT_TOKENS}, "
-                f"but got {cap} instead.", "max_output_tokens", "integer_below_min_value",
-            )  # fmt: skip
+                f"but got {cap} instead.",
+                "max_output_tokens",
+                "integer_below_min_value",
+            )
         if cap > MAX_OUTPUT_TOKENS:
             raise _invalid("Invalid 'max_output_tokens': too large.", "max_output_tokens", "integer_above_max_value")
     _number(body, "temperature", 0, 2)
@@ -125,8 +142,11 @@ def responses_request_check(body: dict) -> int | None:
         _tool_check(tool, f"tools[{index}]")
     choice = body.get("tool_choice")
     if isinstance(choice, dict) and choice.get("type") not in ("function", "custom", "allowed_tools"):
-        raise _invalid(f"tool_choice of type {choice.get('type')!r} is not supported by this gateway.",
-                       "tool_choice", "unsupported_tool")  # fmt: skip
+        raise _invalid(
+            f"tool_choice of type {choice.get('type')!r} is not supported by this gateway.",
+            "tool_choice",
+            "unsupported_tool",
+        )
     if choice is not None and not isinstance(choice, dict) and choice not in ("none", "auto", "required"):
         raise _invalid(f"Invalid value for 'tool_choice': {choice!r}.", "tool_choice")
     return cap
@@ -195,17 +215,16 @@ def responses_items_check(items: list[dict]) -> None:
                         )
         elif kind in ("function_call", "custom_tool_call"):
             if not isinstance(item.get("call_id"), str) or not item["call_id"]:
-                raise _invalid("Missing required parameter: 'call_id'.", f"{param}.call_id",
-                               "missing_required_parameter")  # fmt: skip
+                raise _invalid(
+                    "Missing required parameter: 'call_id'.", f"{param}.call_id", "missing_required_parameter"
+                )
             calls.add(item["call_id"])
         elif kind in ("function_call_output", "custom_tool_call_output"):
             call_id = item.get("call_id")
             if call_id not in calls:
-                raise _invalid(f"No tool call found for function call output with call_id {call_id}.",
-                               f"{param}")  # fmt: skip
-        elif kind == "reasoning":
-            if not isinstance(item.get("summary", []), list):
-                raise _invalid("Invalid type for 'summary'.", f"{param}.summary", "invalid_type")
+                raise _invalid(f"No tool call found for function call output with call_id {call_id}.", f"{param}")
+        elif kind == "reasoning" and not isinstance(item.get("summary", []), list):
+            raise _invalid("Invalid type for 'summary'.", f"{param}.summary", "invalid_type")
 
 
 def responses_needs_expansion(body: dict) -> bool:
@@ -272,7 +291,9 @@ def _user_blocks(content: object, param: str) -> list[dict]:
             inline = _data_url(part.get("file_data") or "") if isinstance(part.get("file_data"), str) else None
             if inline is None or inline[0] != "application/pdf":
                 raise TranslationError("Only PDF files given as file_data are supported on this model.", param=where)
-            blocks.append({"type": "document", "source": {"type": "base64", "media_type": inline[0], "data": inline[1]}})
+            blocks.append(
+                {"type": "document", "source": {"type": "base64", "media_type": inline[0], "data": inline[1]}}
+            )
         elif kind == "refusal":
             if part.get("refusal"):
                 blocks.append({"type": "text", "text": part["refusal"]})
@@ -342,7 +363,10 @@ def _tools_to_anthropic(tools: list, side: dict) -> list[dict]:
                 side.setdefault("namespaces", {})[flat] = [tool.get("name"), inner.get("name")]
                 out += _tools_to_anthropic([{**inner, "name": flat}], side)
         elif kind == "function":
-            spec = {"name": tool["name"], "input_schema": tool.get("parameters") or {"type": "object", "properties": {}}}
+            spec = {
+                "name": tool["name"],
+                "input_schema": tool.get("parameters") or {"type": "object", "properties": {}},
+            }
             if tool.get("description"):
                 spec["description"] = tool["description"]
             out.append(spec)
@@ -352,13 +376,17 @@ def _tools_to_anthropic(tools: list, side: dict) -> list[dict]:
             fmt = tool.get("format") or {}
             if fmt.get("type") == "grammar":
                 description += f"\nInput grammar ({fmt.get('syntax')}): {fmt.get('definition')}"
-            out.append({"name": tool["name"], "description": description.strip(), "input_schema": CUSTOM_TOOL_PARAMETERS})
+            out.append(
+                {"name": tool["name"], "description": description.strip(), "input_schema": CUSTOM_TOOL_PARAMETERS}
+            )
         elif isinstance(kind, str) and kind.startswith("web_search"):
             logger.info("R tool %s dropped on a converted route", kind)  # Codex always declares it (§1.3)
     return out
 
 
-def _tool_choice_to_anthropic(choice: object, tools: list[dict], parallel: object, side: dict) -> tuple[dict | None, list[dict]]:
+def _tool_choice_to_anthropic(
+    choice: object, tools: list[dict], parallel: object, side: dict
+) -> tuple[dict | None, list[dict]]:
     picked: dict | None
     if choice in (None, "auto"):
         picked = {"type": "auto"}
@@ -368,7 +396,11 @@ def _tool_choice_to_anthropic(choice: object, tools: list[dict], parallel: objec
         picked = {"type": "any"}
     elif choice.get("type") == "allowed_tools":
         names = {t.get("name") for t in choice.get("tools") or []}
-        tools = [t for t in tools if t["name"] in names or side.get("namespaces", {}).get(t["name"], [None, None])[1] in names]
+        tools = [
+            t
+            for t in tools
+            if t["name"] in names or side.get("namespaces", {}).get(t["name"], [None, None])[1] in names
+        ]
         picked = {"type": "any" if choice.get("mode") == "required" else "auto"}
     else:
         picked = {"type": "tool", "name": choice.get("name")}
@@ -417,12 +449,15 @@ def responses_request_to_anthropic(
             leading = False
             if role == "assistant":
                 content = item.get("content")
-                text_value = _text_of(content, ("output_text", "text", "refusal")) if isinstance(content, list) else content
+                text_value = (
+                    _text_of(content, ("output_text", "text", "refusal")) if isinstance(content, list) else content
+                )
                 if isinstance(content, list):
                     text_value = "".join(
                         (p.get("text") if p.get("type") != "refusal" else p.get("refusal")) or ""
-                        for p in content if isinstance(p, dict)
-                    )  # fmt: skip
+                        for p in content
+                        if isinstance(p, dict)
+                    )
                 if text_value:
                     turns.add("assistant", {"type": "text", "text": text_value})
             else:
@@ -434,23 +469,34 @@ def responses_request_to_anthropic(
                 turns.add("assistant", block)
         elif kind == "function_call":
             leading = False
-            turns.add("assistant", {
-                "type": "tool_use", "id": ids.get(item.get("call_id")), "name": _upstream_tool_name(item),
-                "input": tool_input_from_arguments(item.get("arguments")),
-            })  # fmt: skip
+            turns.add(
+                "assistant",
+                {
+                    "type": "tool_use",
+                    "id": ids.get(item.get("call_id")),
+                    "name": _upstream_tool_name(item),
+                    "input": tool_input_from_arguments(item.get("arguments")),
+                },
+            )
         elif kind == "custom_tool_call":
             leading = False
-            turns.add("assistant", {
-                "type": "tool_use", "id": ids.get(item.get("call_id")), "name": _upstream_tool_name(item),
-                "input": {"input": item.get("input") if isinstance(item.get("input"), str) else ""},
-            })  # fmt: skip
+            turns.add(
+                "assistant",
+                {
+                    "type": "tool_use",
+                    "id": ids.get(item.get("call_id")),
+                    "name": _upstream_tool_name(item),
+                    "input": {"input": item.get("input") if isinstance(item.get("input"), str) else ""},
+                },
+            )
         elif kind in ("function_call_output", "custom_tool_call_output"):
             turns.add("user", _tool_result(ids.get(item.get("call_id")), item.get("output"), param), result=True)
         elif kind == "web_search_call":
             continue
         else:
-            raise TranslationError(f"Input items of type {kind!r} are not supported on this model.", param=param,
-                                   code="invalid_value")  # fmt: skip
+            raise TranslationError(
+                f"Input items of type {kind!r} are not supported on this model.", param=param, code="invalid_value"
+            )
     del leading
     turns.flush()
     messages = [m for m in turns.messages if m["role"] != "system"]
@@ -466,7 +512,9 @@ def responses_request_to_anthropic(
     tools = _tools_to_anthropic(body.get("tools") or [], side)
     tool_choice = None
     if tools:
-        tool_choice, tools = _tool_choice_to_anthropic(body.get("tool_choice"), tools, body.get("parallel_tool_calls"), side)
+        tool_choice, tools = _tool_choice_to_anthropic(
+            body.get("tool_choice"), tools, body.get("parallel_tool_calls"), side
+        )
     output_format, json_tool, instruction = (None, None, None)
     if fmt.get("type") == "json_schema":
         output_format, json_tool, instruction = _response_format(
@@ -486,9 +534,15 @@ def responses_request_to_anthropic(
         # The unchanged-thinking rule (§5.3 step 5): A needs the last assistant turn with tool_use to start
         # with its (restored) thinking block; without one, this request goes without thinking.
         last = next((m for m in reversed(messages) if m["role"] == "assistant"), None)
-        if last and any(b.get("type") == "tool_use" for b in last["content"]) and last["content"][0].get("type") not in (
-            "thinking", "redacted_thinking",
-        ):  # fmt: skip
+        if (
+            last
+            and any(b.get("type") == "tool_use" for b in last["content"])
+            and last["content"][0].get("type")
+            not in (
+                "thinking",
+                "redacted_thinking",
+            )
+        ):
             logger.info("thinking omitted: the last tool turn has no restorable thinking block")
             thinking = None
             thinking_on = False
@@ -536,8 +590,11 @@ def _system_text(system: object) -> str:
 
 def _image_part(source: dict) -> dict | None:
     if source.get("type") == "base64":
-        return {"type": "input_image", "image_url": f"data:{source.get('media_type')};base64,{source.get('data')}",
-                "detail": "auto"}  # fmt: skip
+        return {
+            "type": "input_image",
+            "image_url": f"data:{source.get('media_type')};base64,{source.get('data')}",
+            "detail": "auto",
+        }
     if source.get("type") == "url":
         return {"type": "input_image", "image_url": source.get("url"), "detail": "auto"}
     return None
@@ -560,8 +617,13 @@ def _input_parts(content: object) -> list[dict]:
         elif kind == "document":
             source = block.get("source") or {}
             if source.get("type") == "base64":
-                parts.append({"type": "input_file", "filename": block.get("title") or "document.pdf",
-                              "file_data": f"data:{source.get('media_type')};base64,{source.get('data')}"})  # fmt: skip
+                parts.append(
+                    {
+                        "type": "input_file",
+                        "filename": block.get("title") or "document.pdf",
+                        "file_data": f"data:{source.get('media_type')};base64,{source.get('data')}",
+                    }
+                )
     return parts
 
 
@@ -586,15 +648,21 @@ def _reasoning_item(block: dict, sealer: Sealer | None) -> dict | None:
     if payload is None or not payload.get("encrypted_content"):
         return None
     summary = [{"type": "summary_text", "text": block["thinking"]}] if block.get("thinking") else []
-    return {"type": "reasoning", "id": payload.get("id"), "summary": summary,
-            "encrypted_content": payload["encrypted_content"]}  # fmt: skip
+    return {
+        "type": "reasoning",
+        "id": payload.get("id"),
+        "summary": summary,
+        "encrypted_content": payload["encrypted_content"],
+    }
 
 
 def _user_id_hash(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()  # 64 hex chars: R's safety_identifier limit (§6 M10)
 
 
-def anthropic_request_to_responses(conv: Conversion, target: TargetModel, *, sealer: Sealer | None = None) -> Conversion:
+def anthropic_request_to_responses(
+    conv: Conversion, target: TargetModel, *, sealer: Sealer | None = None
+) -> Conversion:
     """Convert the neutral A request of `conv` into a stateless R request for an R upstream (§5.4, §5.5)."""
     body, side = conv.body, conv.side
     custom = set(side.get("custom_tools") or ())
@@ -610,7 +678,9 @@ def anthropic_request_to_responses(conv: Conversion, target: TargetModel, *, sea
         if role == "system":  # a mid-conversation system message → developer item in place (§6 M4)
             text = _system_text(content) if isinstance(content, list) else (content or "")
             if text:
-                items.append({"type": "message", "role": "developer", "content": [{"type": "input_text", "text": text}]})
+                items.append(
+                    {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": text}]}
+                )
             continue
         if role == "user":
             blocks = [content] if isinstance(content, str) else content or []
@@ -626,10 +696,15 @@ def anthropic_request_to_responses(conv: Conversion, target: TargetModel, *, sea
             continue
         texts: list[str] = []
 
-        def flush_text() -> None:
+        def flush_text(texts: list[str] = texts) -> None:
             if texts:
-                items.append({"type": "message", "role": "assistant",
-                              "content": [{"type": "output_text", "text": "".join(texts), "annotations": []}]})  # fmt: skip
+                items.append(
+                    {
+                        "type": "message",
+                        "role": "assistant",
+                        "content": [{"type": "output_text", "text": "".join(texts), "annotations": []}],
+                    }
+                )
                 texts.clear()
 
         for block in [content] if isinstance(content, str) else content or []:
@@ -651,11 +726,19 @@ def anthropic_request_to_responses(conv: Conversion, target: TargetModel, *, sea
                 if name in custom:
                     custom_calls.add(block.get("id"))
                     value = (block.get("input") or {}).get("input")
-                    call = {"type": "custom_tool_call", "call_id": block.get("id"), "name": name,
-                            "input": value if isinstance(value, str) else compact_json(block.get("input") or {})}  # fmt: skip
+                    call = {
+                        "type": "custom_tool_call",
+                        "call_id": block.get("id"),
+                        "name": name,
+                        "input": value if isinstance(value, str) else compact_json(block.get("input") or {}),
+                    }
                 else:
-                    call = {"type": "function_call", "call_id": block.get("id"), "name": name,
-                            "arguments": compact_json(block.get("input") or {})}  # fmt: skip
+                    call = {
+                        "type": "function_call",
+                        "call_id": block.get("id"),
+                        "name": name,
+                        "arguments": compact_json(block.get("input") or {}),
+                    }
                 if name in namespaces:
                     call["namespace"], call["name"] = namespaces[name]
                 items.append(call)
@@ -678,8 +761,12 @@ def anthropic_request_to_responses(conv: Conversion, target: TargetModel, *, sea
     fmt = (body.get("output_config") or {}).get("format")
     text: dict = {}
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-        text["format"] = {"type": "json_schema", "name": "structured_output", "schema": fmt.get("schema") or {},
-                          "strict": False}  # fmt: skip
+        text["format"] = {
+            "type": "json_schema",
+            "name": "structured_output",
+            "schema": fmt.get("schema") or {},
+            "strict": False,
+        }
     elif responses_side.get("json_object"):
         text["format"] = {"type": "json_object"}
     if responses_side.get("verbosity"):
@@ -695,8 +782,12 @@ def anthropic_request_to_responses(conv: Conversion, target: TargetModel, *, sea
         if name in custom:
             tools.append({"type": "custom", "name": name, "description": tool.get("description") or ""})
         else:
-            spec = {"type": "function", "name": name, "parameters": tool.get("input_schema") or {"type": "object"},
-                    "strict": False}  # fmt: skip
+            spec = {
+                "type": "function",
+                "name": name,
+                "parameters": tool.get("input_schema") or {"type": "object"},
+                "strict": False,
+            }
             if tool.get("description"):
                 spec["description"] = tool["description"]
             tools.append(spec)
@@ -707,8 +798,10 @@ def anthropic_request_to_responses(conv: Conversion, target: TargetModel, *, sea
         if kind == "any":
             out["tool_choice"] = "required"
         elif kind == "tool":
-            out["tool_choice"] = {"type": "custom" if choice.get("name") in custom else "function",
-                                  "name": choice.get("name")}  # fmt: skip
+            out["tool_choice"] = {
+                "type": "custom" if choice.get("name") in custom else "function",
+                "name": choice.get("name"),
+            }
         else:
             out["tool_choice"] = "auto"
         if choice.get("disable_parallel_tool_use"):

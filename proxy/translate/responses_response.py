@@ -68,7 +68,10 @@ def usage_to_responses(usage: Usage) -> dict:
     """The R usage object: always integers and both details objects (Codex parses them, §1.4)."""
     return {
         "input_tokens": usage.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": usage.cache_read_tokens, "cache_write_tokens": usage.cache_write_tokens},
+        "input_tokens_details": {
+            "cached_tokens": usage.cache_read_tokens,
+            "cache_write_tokens": usage.cache_write_tokens,
+        },
         "output_tokens": usage.output_tokens,
         "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
         "total_tokens": usage.total_tokens,
@@ -164,27 +167,49 @@ def call_item(block: dict, turn: ResponsesTurn, conv: Conversion, item_id: str |
         namespace, name = flat
     if name in (conv.side.get("custom_tools") or ()):
         value = (block.get("input") or {}).get("input") if isinstance(block.get("input"), dict) else None
-        item = {"id": item_id or turn.new_id("ctc"), "type": "custom_tool_call", "status": "completed",
-                "call_id": block.get("id"), "name": name,
-                "input": value if isinstance(value, str) else compact_json(block.get("input") or {})}  # fmt: skip
+        item = {
+            "id": item_id or turn.new_id("ctc"),
+            "type": "custom_tool_call",
+            "status": "completed",
+            "call_id": block.get("id"),
+            "name": name,
+            "input": value if isinstance(value, str) else compact_json(block.get("input") or {}),
+        }
     else:
-        item = {"id": item_id or turn.new_id("fc"), "type": "function_call", "status": "completed",
-                "call_id": block.get("id"), "name": name, "arguments": compact_json(block.get("input") or {})}  # fmt: skip
+        item = {
+            "id": item_id or turn.new_id("fc"),
+            "type": "function_call",
+            "status": "completed",
+            "call_id": block.get("id"),
+            "name": name,
+            "arguments": compact_json(block.get("input") or {}),
+        }
     if namespace:
         item["namespace"] = namespace
     return item
 
 
-def message_item(texts: list[str], turn: ResponsesTurn, *, status: str = "completed", refusal: bool = False,
-                 item_id: str | None = None) -> dict:  # fmt: skip
+def message_item(
+    texts: list[str],
+    turn: ResponsesTurn,
+    *,
+    status: str = "completed",
+    refusal: bool = False,
+    item_id: str | None = None,
+) -> dict:
     text = "".join(texts)
     part = (
         {"type": "refusal", "refusal": text}
         if refusal
         else {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
     )
-    return {"id": item_id or turn.new_id("msg"), "type": "message", "role": "assistant", "status": status,
-            "content": [part]}  # fmt: skip
+    return {
+        "id": item_id or turn.new_id("msg"),
+        "type": "message",
+        "role": "assistant",
+        "status": status,
+        "content": [part],
+    }
 
 
 def anthropic_response_to_responses(message: dict, conv: Conversion, turn: ResponsesTurn) -> dict:
@@ -242,8 +267,9 @@ def _reasoning_block(item: dict, sealer: Sealer | None) -> dict:
     return {"type": "thinking", "thinking": summary, "signature": signature}
 
 
-def responses_response_to_anthropic(data: dict, conv: Conversion, *, model: str, message_id: str,
-                                    sealer: Sealer | None = None) -> dict:  # fmt: skip
+def responses_response_to_anthropic(
+    data: dict, conv: Conversion, *, model: str, message_id: str, sealer: Sealer | None = None
+) -> dict:
     """The A message for an R upstream's response (§5.11): blocks in item order, one message."""
     content: list[dict] = []
     refused = False
@@ -271,11 +297,14 @@ def responses_response_to_anthropic(data: dict, conv: Conversion, *, model: str,
                 name = f"{item['namespace']}__{name}"
             if kind == "custom_tool_call" or name in custom:
                 value = item.get("input") if kind == "custom_tool_call" else None
-                tool_input = {"input": value} if isinstance(value, str) else tool_input_from_arguments(item.get("arguments"))
+                tool_input = (
+                    {"input": value} if isinstance(value, str) else tool_input_from_arguments(item.get("arguments"))
+                )
             else:
                 tool_input = tool_input_from_arguments(item.get("arguments"))
-            content.append({"type": "tool_use", "id": item.get("call_id") or item.get("id"), "name": name,
-                            "input": tool_input})  # fmt: skip
+            content.append(
+                {"type": "tool_use", "id": item.get("call_id") or item.get("id"), "name": name, "input": tool_input}
+            )
     stop_reason = responses_status_to_anthropic(data, has_calls, refused)
     stop_sequence = None
     stops = conv.side.get("stop") or []

@@ -56,18 +56,23 @@ class ResponsesEvents:
     seq: int
     response: dict
 
-    def event(self, name: str, **data: object) -> SSEItem:
-        payload = {"type": name, "sequence_number": self.seq, **data}
+    def event(self, kind: str, /, **data: object) -> SSEItem:
+        payload = {"type": kind, "sequence_number": self.seq, **data}
         self.seq += 1
-        return name, payload
+        return kind, payload
 
     def failure(self, error: GatewayError, output: list[dict], usage: Usage) -> list[SSEItem]:
         """`error` (flat + nested) then `response.failed` (§3 mid-stream); nothing may follow."""
         code, message = responses_error_code(error), responses_error_message(error)
         nested = {"type": _SHAPES[error.kind].openai_type, "code": code, "message": message, "param": None}
         items = [self.event("error", code=code, message=message, param=None, error=nested)]
-        response = {**self.response, "status": "failed", "error": {"code": code, "message": message},
-                    "output": output, "usage": usage_to_responses(usage)}  # fmt: skip
+        response = {
+            **self.response,
+            "status": "failed",
+            "error": {"code": code, "message": message},
+            "output": output,
+            "usage": usage_to_responses(usage),
+        }
         items.append(self.event("response.failed", response=response))
         return items
 
@@ -129,8 +134,15 @@ class AnthropicToResponsesStream(ResponsesEvents):
         items.append(self.event("response.output_item.added", output_index=opened.output_index, item=dict(item)))
         if kind in ("message", "json"):
             part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-            items.append(self.event("response.content_part.added", item_id=item["id"], output_index=opened.output_index,
-                                    content_index=0, part=part))  # fmt: skip
+            items.append(
+                self.event(
+                    "response.content_part.added",
+                    item_id=item["id"],
+                    output_index=opened.output_index,
+                    content_index=0,
+                    part=part,
+                )
+            )
         return opened, items
 
     def _close_open(self) -> list[SSEItem]:
@@ -140,19 +152,44 @@ class AnthropicToResponsesStream(ResponsesEvents):
         item, index, items = opened.item, opened.output_index, []
         text = "".join(opened.text)
         if opened.kind in ("message", "json"):
-            items.append(self.event("response.output_text.done", item_id=item["id"], output_index=index,
-                                    content_index=0, text=text, logprobs=[]))  # fmt: skip
+            items.append(
+                self.event(
+                    "response.output_text.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    text=text,
+                    logprobs=[],
+                )
+            )
             part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-            items.append(self.event("response.content_part.done", item_id=item["id"], output_index=index,
-                                    content_index=0, part=part))  # fmt: skip
+            items.append(
+                self.event(
+                    "response.content_part.done", item_id=item["id"], output_index=index, content_index=0, part=part
+                )
+            )
             item = {**item, "status": "completed", "content": [part]}
         elif opened.kind == "reasoning":
             if opened.summary_open:
-                items.append(self.event("response.reasoning_summary_text.done", item_id=item["id"], output_index=index,
-                                        summary_index=0, text=text))  # fmt: skip
+                items.append(
+                    self.event(
+                        "response.reasoning_summary_text.done",
+                        item_id=item["id"],
+                        output_index=index,
+                        summary_index=0,
+                        text=text,
+                    )
+                )
                 part = {"type": "summary_text", "text": text}
-                items.append(self.event("response.reasoning_summary_part.done", item_id=item["id"], output_index=index,
-                                        summary_index=0, part=part))  # fmt: skip
+                items.append(
+                    self.event(
+                        "response.reasoning_summary_part.done",
+                        item_id=item["id"],
+                        output_index=index,
+                        summary_index=0,
+                        part=part,
+                    )
+                )
                 item = {**item, "summary": [part]}
             block = opened.block or {}
             signed = block.get("signature") or block.get("type") == "redacted_thinking"
@@ -160,8 +197,15 @@ class AnthropicToResponsesStream(ResponsesEvents):
                 sealed = {**block, "thinking": text} if block.get("type") == "thinking" else block
                 item = {**item, "encrypted_content": self.turn.sealer.seal("a", sealed)}
         elif opened.kind == "function_call":
-            items.append(self.event("response.function_call_arguments.done", item_id=item["id"], output_index=index,
-                                    arguments=text, name=item["name"]))  # fmt: skip
+            items.append(
+                self.event(
+                    "response.function_call_arguments.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    arguments=text,
+                    name=item["name"],
+                )
+            )
             item = {**item, "status": "completed", "arguments": text}
         elif opened.kind == "custom_tool_call":
             try:
@@ -171,10 +215,14 @@ class AnthropicToResponsesStream(ResponsesEvents):
             value = parsed.get("input") if isinstance(parsed, dict) else None
             value = value if isinstance(value, str) else text
             if value:
-                items.append(self.event("response.custom_tool_call_input.delta", item_id=item["id"],
-                                        output_index=index, delta=value))  # fmt: skip
-            items.append(self.event("response.custom_tool_call_input.done", item_id=item["id"], output_index=index,
-                                    input=value))  # fmt: skip
+                items.append(
+                    self.event(
+                        "response.custom_tool_call_input.delta", item_id=item["id"], output_index=index, delta=value
+                    )
+                )
+            items.append(
+                self.event("response.custom_tool_call_input.done", item_id=item["id"], output_index=index, input=value)
+            )
             item = {**item, "status": "completed", "input": value}
         items.append(self.event("response.output_item.done", output_index=index, item=item))
         self.items.append(item)
@@ -188,14 +236,19 @@ class AnthropicToResponsesStream(ResponsesEvents):
             if self.open is not None and self.open.kind == "message":
                 self.by_block[index] = self.open  # consecutive text blocks share one message (§5.10)
                 return []
-            opened, items = self._open("message", {"id": new_id("msg"), "type": "message", "status": "in_progress",
-                                                   "content": [], "role": "assistant"})  # fmt: skip
+            opened, items = self._open(
+                "message",
+                {"id": new_id("msg"), "type": "message", "status": "in_progress", "content": [], "role": "assistant"},
+            )
         elif kind in ("thinking", "redacted_thinking"):
-            opened, items = self._open("reasoning", {"id": new_id("rs"), "type": "reasoning", "summary": []},
-                                       block=dict(block))  # fmt: skip
+            opened, items = self._open(
+                "reasoning", {"id": new_id("rs"), "type": "reasoning", "summary": []}, block=dict(block)
+            )
         elif kind == "tool_use" and self.conv.json_tool and block.get("name") == self.conv.json_tool:
-            opened, items = self._open("json", {"id": new_id("msg"), "type": "message", "status": "in_progress",
-                                                "content": [], "role": "assistant"})  # fmt: skip
+            opened, items = self._open(
+                "json",
+                {"id": new_id("msg"), "type": "message", "status": "in_progress", "content": [], "role": "assistant"},
+            )
         elif kind == "tool_use":
             self.has_calls = True
             name = self.conv.client_tool_name(block.get("name") or "")
@@ -204,12 +257,24 @@ class AnthropicToResponsesStream(ResponsesEvents):
             if flat:
                 namespace, name = flat
             if name in (self.conv.side.get("custom_tools") or ()):
-                item = {"id": new_id("ctc"), "type": "custom_tool_call", "status": "in_progress",
-                        "call_id": block.get("id"), "name": name, "input": ""}  # fmt: skip
+                item = {
+                    "id": new_id("ctc"),
+                    "type": "custom_tool_call",
+                    "status": "in_progress",
+                    "call_id": block.get("id"),
+                    "name": name,
+                    "input": "",
+                }
                 kind_name = "custom_tool_call"
             else:
-                item = {"id": new_id("fc"), "type": "function_call", "status": "in_progress",
-                        "arguments": "", "call_id": block.get("id"), "name": name}  # fmt: skip
+                item = {
+                    "id": new_id("fc"),
+                    "type": "function_call",
+                    "status": "in_progress",
+                    "arguments": "",
+                    "call_id": block.get("id"),
+                    "name": name,
+                }
                 kind_name = "function_call"
             if namespace:
                 item["namespace"] = namespace
@@ -229,8 +294,16 @@ class AnthropicToResponsesStream(ResponsesEvents):
         if kind == "text_delta" and opened.kind == "message" and delta.get("text"):
             opened.text.append(delta["text"])
             self.output_text.append(delta["text"])
-            return [self.event("response.output_text.delta", item_id=item["id"], output_index=position, content_index=0,
-                               delta=delta["text"], logprobs=[])]  # fmt: skip
+            return [
+                self.event(
+                    "response.output_text.delta",
+                    item_id=item["id"],
+                    output_index=position,
+                    content_index=0,
+                    delta=delta["text"],
+                    logprobs=[],
+                )
+            ]
         if kind == "thinking_delta" and opened.kind == "reasoning" and delta.get("thinking"):
             opened.text.append(delta["thinking"])
             self.output_text.append(delta["thinking"])
@@ -239,11 +312,24 @@ class AnthropicToResponsesStream(ResponsesEvents):
             items = []
             if not opened.summary_open:
                 opened.summary_open = True
-                items.append(self.event("response.reasoning_summary_part.added", item_id=item["id"],
-                                        output_index=position, summary_index=0,
-                                        part={"type": "summary_text", "text": ""}))  # fmt: skip
-            items.append(self.event("response.reasoning_summary_text.delta", item_id=item["id"], output_index=position,
-                                    summary_index=0, delta=delta["thinking"]))  # fmt: skip
+                items.append(
+                    self.event(
+                        "response.reasoning_summary_part.added",
+                        item_id=item["id"],
+                        output_index=position,
+                        summary_index=0,
+                        part={"type": "summary_text", "text": ""},
+                    )
+                )
+            items.append(
+                self.event(
+                    "response.reasoning_summary_text.delta",
+                    item_id=item["id"],
+                    output_index=position,
+                    summary_index=0,
+                    delta=delta["thinking"],
+                )
+            )
             return items
         if kind == "signature_delta" and opened.block is not None:
             opened.block["signature"] = (opened.block.get("signature") or "") + (delta.get("signature") or "")
@@ -253,11 +339,25 @@ class AnthropicToResponsesStream(ResponsesEvents):
             opened.text.append(fragment)
             self.output_text.append(fragment)
             if opened.kind == "function_call":
-                return [self.event("response.function_call_arguments.delta", item_id=item["id"],
-                                   output_index=position, delta=fragment)]  # fmt: skip
+                return [
+                    self.event(
+                        "response.function_call_arguments.delta",
+                        item_id=item["id"],
+                        output_index=position,
+                        delta=fragment,
+                    )
+                ]
             if opened.kind == "json":
-                return [self.event("response.output_text.delta", item_id=item["id"], output_index=position,
-                                   content_index=0, delta=fragment, logprobs=[])]  # fmt: skip
+                return [
+                    self.event(
+                        "response.output_text.delta",
+                        item_id=item["id"],
+                        output_index=position,
+                        content_index=0,
+                        delta=fragment,
+                        logprobs=[],
+                    )
+                ]
         return []  # custom tool input is buffered until the block stops (§5.7)
 
     def _block_stop(self, index: int) -> list[SSEItem]:
@@ -273,8 +373,13 @@ class AnthropicToResponsesStream(ResponsesEvents):
             self.items = [
                 {**item, "status": "incomplete"} if item.get("type") == "message" else item for item in self.items
             ]
-        response = {**self.response, "status": status, "incomplete_details": incomplete, "output": self.items,
-                    "usage": usage_to_responses(self.usage)}  # fmt: skip
+        response = {
+            **self.response,
+            "status": status,
+            "incomplete_details": incomplete,
+            "output": self.items,
+            "usage": usage_to_responses(self.usage),
+        }
         if status == "completed":
             response["completed_at"] = self.turn.now
         self.final_response = response
@@ -353,17 +458,32 @@ class ResponsesToAnthropicStream:
     def usage(self) -> Usage:
         if self.reported is not None:
             return usage_from_responses(self.reported)
-        return Usage(input_tokens=self.conv.input_estimate,
-                     output_tokens=estimate_text_tokens("".join(self.output_text)), estimated=True)  # fmt: skip
+        return Usage(
+            input_tokens=self.conv.input_estimate,
+            output_tokens=estimate_text_tokens("".join(self.output_text)),
+            estimated=True,
+        )
 
     def _start(self) -> list[SSEItem]:
         if self.started:
             return []
         self.started = True
-        usage = {"input_tokens": self.conv.input_estimate, "output_tokens": 0, "cache_creation_input_tokens": 0,
-                 "cache_read_input_tokens": 0}  # fmt: skip
-        message = {"id": self.message_id, "type": "message", "role": "assistant", "model": self.model, "content": [],
-                   "stop_reason": None, "stop_sequence": None, "usage": usage}  # fmt: skip
+        usage = {
+            "input_tokens": self.conv.input_estimate,
+            "output_tokens": 0,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        }
+        message = {
+            "id": self.message_id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": usage,
+        }
         return [anthropic_event("message_start", message=message), anthropic_event("ping")]
 
     def _new_block(self, block: dict) -> tuple[int, list[SSEItem]]:
@@ -392,7 +512,7 @@ class ResponsesToAnthropicStream:
         if self.text_index is None:
             self.text_index, items = self._new_block({"type": "text", "text": ""})
         if not self.stops:
-            return items + [self._text_delta(text)]
+            return [*items, self._text_delta(text)]
         buffered = self.tail + text
         hits = [(buffered.find(stop), stop) for stop in self.stops if stop in buffered]
         if hits:
@@ -419,8 +539,9 @@ class ResponsesToAnthropicStream:
                 name = f"{item['namespace']}__{name}"
             name = self.conv.client_tool_name(name)
             self.output_text.append(name)
-            index, started = self._new_block({"type": "tool_use", "id": item.get("call_id") or item_id, "name": name,
-                                              "input": {}})  # fmt: skip
+            index, started = self._new_block(
+                {"type": "tool_use", "id": item.get("call_id") or item_id, "name": name, "input": {}}
+            )
             self.blocks[item_id] = {"index": index, "kind": kind, "input": []}
             return items + started
         return []
@@ -436,14 +557,20 @@ class ResponsesToAnthropicStream:
         index = block["index"]
         if kind == "reasoning" and self.sealer is not None and item.get("encrypted_content"):
             signature = self.sealer.seal("r", {"id": item_id, "encrypted_content": item["encrypted_content"]})
-            items.append(anthropic_event("content_block_delta", index=index,
-                                         delta={"type": "signature_delta", "signature": signature}))  # fmt: skip
+            items.append(
+                anthropic_event(
+                    "content_block_delta", index=index, delta={"type": "signature_delta", "signature": signature}
+                )
+            )
         if kind == "custom_tool_call":
             value = item.get("input") if isinstance(item.get("input"), str) else "".join(block["input"])
             fragment = compact_json({"input": value})
             self.output_text.append(fragment)
-            items.append(anthropic_event("content_block_delta", index=index,
-                                         delta={"type": "input_json_delta", "partial_json": fragment}))  # fmt: skip
+            items.append(
+                anthropic_event(
+                    "content_block_delta", index=index, delta={"type": "input_json_delta", "partial_json": fragment}
+                )
+            )
         items.append(anthropic_event("content_block_stop", index=index))
         return items
 
@@ -490,8 +617,11 @@ class ResponsesToAnthropicStream:
                     text = "\n\n" + text
                 self.summary_index = index
                 self.output_text.append(text)
-                items.append(anthropic_event("content_block_delta", index=block["index"],
-                                             delta={"type": "thinking_delta", "thinking": text}))  # fmt: skip
+                items.append(
+                    anthropic_event(
+                        "content_block_delta", index=block["index"], delta={"type": "thinking_delta", "thinking": text}
+                    )
+                )
         elif kind in ("response.output_text.delta", "response.refusal.delta"):
             if kind == "response.refusal.delta":
                 self.refused = True
@@ -502,8 +632,13 @@ class ResponsesToAnthropicStream:
             block = self.blocks.get(event.get("item_id") or "")
             if block and event.get("delta"):
                 self.output_text.append(event["delta"])
-                items.append(anthropic_event("content_block_delta", index=block["index"],
-                                             delta={"type": "input_json_delta", "partial_json": event["delta"]}))  # fmt: skip
+                items.append(
+                    anthropic_event(
+                        "content_block_delta",
+                        index=block["index"],
+                        delta={"type": "input_json_delta", "partial_json": event["delta"]},
+                    )
+                )
         elif kind == "response.custom_tool_call_input.delta":
             block = self.blocks.get(event.get("item_id") or "")
             if block:
@@ -546,8 +681,11 @@ class ResponsesRelay(ResponsesEvents):
     def usage(self) -> Usage:
         if self.reported is not None:
             return usage_from_responses(self.reported)
-        return Usage(input_tokens=self.input_estimate, output_tokens=estimate_text_tokens("".join(self.output_text)),
-                     estimated=True)  # fmt: skip
+        return Usage(
+            input_tokens=self.input_estimate,
+            output_tokens=estimate_text_tokens("".join(self.output_text)),
+            estimated=True,
+        )
 
     def feed(self, event: dict) -> list[SSEItem]:
         if self.done:
@@ -561,6 +699,8 @@ class ResponsesRelay(ResponsesEvents):
         if isinstance(response, dict):
             response["id"] = self.turn.response_id
             response["model"] = self.turn.model
+            response["store"] = self.turn.request.get("store", True)  # upstream calls are store:false (R3)
+            response["previous_response_id"] = self.turn.request.get("previous_response_id")
             self.response = {**response, "output": [], "usage": None, "status": "in_progress"}
             if isinstance(response.get("usage"), dict):
                 self.reported = response["usage"]
