@@ -812,9 +812,10 @@ def anthropic_request_to_responses(
     for name in ("prompt_cache_key", "service_tier", "top_logprobs"):
         if responses_side.get(name) is not None:
             out[name] = responses_side[name]
-    if responses_side.get("safety_identifier"):
-        out["safety_identifier"] = responses_side["safety_identifier"]
-    else:
+    for name in ("safety_identifier", "user"):  # an O/R client's own fields, as they were (§5.4)
+        if responses_side.get(name):
+            out[name] = responses_side[name]
+    if not any(responses_side.get(name) for name in ("safety_identifier", "user")):
         user_id = (body.get("metadata") or {}).get("user_id") if isinstance(body.get("metadata"), dict) else None
         if isinstance(user_id, str) and user_id:
             out["safety_identifier"] = _user_id_hash(user_id)
