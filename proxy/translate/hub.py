@@ -101,6 +101,9 @@ class OpenAIAdapter:
         response_format = body.get("response_format")
         if isinstance(response_format, dict) and response_format.get("type") == "json_object":
             side["json_object"] = True
+        if isinstance(response_format, dict) and isinstance(response_format.get("json_schema"), dict):
+            spec = response_format["json_schema"]
+            side["json_schema"] = {k: spec[k] for k in ("name", "strict", "description") if k in spec}
         conv.side = {
             "responses": side,
             "output_cap": any(body.get(k) is not None for k in ("max_completion_tokens", "max_tokens")),
@@ -132,6 +135,8 @@ class OpenAIAdapter:
             body["logprobs"], body["top_logprobs"] = True, side["top_logprobs"]
         if side.get("json_object") and "response_format" not in body:
             body["response_format"] = {"type": "json_object"}
+        if side.get("json_schema") and isinstance(body.get("response_format"), dict):
+            body["response_format"]["json_schema"].update(side["json_schema"])  # the client's name and strict
         if conv.side.get("output_cap") is False:
             body.pop(target.max_tokens_field, None)  # the client set no cap: O's "no cap" (§2.1)
         out.side = conv.side

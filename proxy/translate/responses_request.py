@@ -425,6 +425,8 @@ def responses_request_to_anthropic(
         side["responses"]["verbosity"] = text["verbosity"]
     if fmt.get("type") == "json_object":
         side["responses"]["json_object"] = True
+    if fmt.get("type") == "json_schema":  # A's output_config.format has no name/strict: keep them aside
+        side["responses"]["json_schema"] = {k: fmt[k] for k in ("name", "strict", "description") if k in fmt}
     include = body.get("include") or []
     side["include_encrypted"] = ENCRYPTED_INCLUDE in include or body.get("store") is False
     reasoning = body.get("reasoning") or {}
@@ -766,6 +768,7 @@ def anthropic_request_to_responses(
             "name": "structured_output",
             "schema": fmt.get("schema") or {},
             "strict": False,
+            **(responses_side.get("json_schema") or {}),
         }
     elif responses_side.get("json_object"):
         text["format"] = {"type": "json_object"}

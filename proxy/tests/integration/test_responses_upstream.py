@@ -19,7 +19,10 @@ pytestmark = [pytest.mark.integration]
 
 PRICES = {"input": 2_000_000_000, "output": 8_000_000_000, "cache_read": 500_000_000}
 WEATHER = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
-O_WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}}}
+O_WEATHER = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}},
+}
 A_WEATHER = {"name": "get_weather", "input_schema": {"type": "object", "properties": {}}}
 
 
@@ -83,7 +86,11 @@ def test_r_to_r_passthrough(resp):
 def test_r_to_r_stream_reasoning_round_trip(resp):
     client = resp.openai()
     with client.responses.stream(
-        model="resp-test", input="weather?", tools=[WEATHER], store=False, reasoning={"effort": "low", "summary": "auto"},
+        model="resp-test",
+        input="weather?",
+        tools=[WEATHER],
+        store=False,
+        reasoning={"effort": "low", "summary": "auto"},
         include=["reasoning.encrypted_content"],
     ) as stream:
         events = list(stream)
