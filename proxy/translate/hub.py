@@ -391,6 +391,10 @@ class NeutralHop:
     def output_text(self) -> list[str]:
         return self.inner.output_text
 
+    @property
+    def final_response(self) -> dict | None:
+        return getattr(self.outer, "final_response", None)
+
     def _through(self, events: list[SSEItem]) -> list[SSEItem]:
         items: list[SSEItem] = []
         for name, data in events:

@@ -214,3 +214,21 @@ def test_a_to_r_text_stream_and_reasoning_round_trip(resp):
     assert text == "Echo: hi a"
     usage = next(d for n, d in events if n == "message_delta")["usage"]
     assert usage["output_tokens"] == upstream_tokens(resp.mock.requests[-1]).output
+
+
+def test_r_to_r_foreign_ciphertext_is_retried_without_reasoning(resp):
+    # R8: an upstream 400 "encrypted content … could not be verified" → reasoning items stripped, retried once
+    response = resp.openai().responses.create(
+        model="resp-test", store=False,
+        input=[
+            {"role": "user", "content": "hi"},
+            {"type": "reasoning", "id": "rs_other_org", "summary": [], "encrypted_content": "gAAAA-other-org"},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "yes?"}]},
+            {"role": "user", "content": "again"},
+        ],
+    )  # fmt: skip
+    assert response.output_text == "Echo: again"
+    first, second = resp.mock.requests
+    assert [i.get("type") for i in first.json["input"]] == ["message", "reasoning", "message", "message"]
+    assert [i.get("type") for i in second.json["input"]] == ["message", "message", "message"]
+    assert_billed_once(resp.tenant, _cost(second))
