@@ -182,6 +182,8 @@ class AnthropicAdapter:
         return target
 
     def request_from_neutral(self, conv: Conversion, target: TargetModel, turn: Turn) -> Conversion:
+        if conv.side.get("cache_breakpoints"):
+            conv.body = anthropic_cache_breakpoints(conv.body)
         return conv
 
     def response_to_neutral(self, data: dict, conv: Conversion, turn: Turn) -> dict:
@@ -204,6 +206,31 @@ class AnthropicAdapter:
         if event == "message_delta" and isinstance(data, dict) and isinstance(data.get("usage"), dict):
             return data["usage"]
         return None
+
+
+EPHEMERAL = {"type": "ephemeral"}
+
+
+def anthropic_cache_breakpoints(body: dict) -> dict:
+    """Cache breakpoints on the system prompt and the last user turn (PROTOCOLS-RESPONSES §5.3 step 7).
+
+    OpenAI caches prompt prefixes by itself, A only at breakpoints: without them an R client's long
+    prompts (Codex resends the whole history each turn) are billed uncached on every turn (gateway choice).
+    """
+    out = dict(body)
+    system = out.get("system")
+    if isinstance(system, str) and system:
+        out["system"] = [{"type": "text", "text": system, "cache_control": EPHEMERAL}]
+    messages = list(out.get("messages") or [])
+    for position in range(len(messages) - 1, -1, -1):
+        message = messages[position]
+        content = message.get("content")
+        if message.get("role") != "user" or not isinstance(content, list) or not content:
+            continue
+        messages[position] = {**message, "content": [*content[:-1], {**content[-1], "cache_control": EPHEMERAL}]}
+        break
+    out["messages"] = messages
+    return out
 
 
 class GeminiAdapter:

@@ -82,8 +82,47 @@ def _invalid(message: str, param: str | None = None, code: str | None = "invalid
 # --- checks -------------------------------------------------------------------------------------------------
 
 
+KNOWN_FIELDS = frozenset(
+    [
+        "model",
+        "input",
+        "instructions",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "max_output_tokens",
+        "max_tool_calls",
+        "stream",
+        "stream_options",
+        "temperature",
+        "top_p",
+        "top_logprobs",
+        "reasoning",
+        "text",
+        "include",
+        "store",
+        "previous_response_id",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "prompt_cache_options",
+        "safety_identifier",
+        "user",
+        "service_tier",
+        "truncation",
+        "metadata",
+        "context_management",
+        "moderation",
+        "personality",
+        "client_metadata",
+    ]
+)
+
+
 def responses_request_check(body: dict) -> int | None:
     """Validate an R create body as the API does (§1.1, §3); returns max_output_tokens if given."""
+    unknown = sorted(name for name in body if name not in KNOWN_FIELDS and name not in MOVED_FIELDS)
+    if unknown:
+        logger.info("R request fields ignored: %s", ", ".join(unknown[:10]))  # R6: names only, never values
     for name, moved_to in MOVED_FIELDS.items():
         if name in body:
             hint = f" In the Responses API, this parameter has moved to '{moved_to}'." if moved_to else ""
@@ -432,6 +471,7 @@ def responses_request_to_anthropic(
     reasoning = body.get("reasoning") or {}
     side["summary"] = bool(reasoning.get("summary"))
     side["output_cap"] = body.get("max_output_tokens") is not None
+    side["cache_breakpoints"] = True  # an A upstream gets §5.3 step 7 breakpoints (proxy/translate/hub.py)
 
     system: list[str] = [body["instructions"]] if body.get("instructions") else []
     turns = _Turns()

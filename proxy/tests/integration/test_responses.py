@@ -57,8 +57,14 @@ def test_create_text(gateway, model):
         assert upstream.json == {
             "model": upstream_model,
             "max_tokens": 50,
-            "system": "Be brief.",
-            "messages": [{"role": "user", "content": [{"type": "text", "text": "hello there"}]}],
+            # §5.3 step 7: cache breakpoints on the system prompt and the last user turn
+            "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": "hello there", "cache_control": {"type": "ephemeral"}}],
+                }
+            ],
         }
     # the client got an R response
     assert response.object == "response"
@@ -170,7 +176,17 @@ def test_tool_round_trip(gateway, model):
                     {"type": "tool_use", "id": call.call_id, "name": "get_weather", "input": {"city": "Paris"}}
                 ],
             },
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.call_id, "content": "sunny"}]},
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": call.call_id,
+                        "content": "sunny",
+                        "cache_control": {"type": "ephemeral"},
+                    }
+                ],
+            },
         ]
 
 

@@ -290,7 +290,7 @@ def test_edge12_results_then_text_in_one_user_message():
     assert conv.body["messages"][2] == {"role": "user", "content": [
         {"type": "tool_result", "tool_use_id": "c1", "content": "r"},
         {"type": "tool_result", "tool_use_id": "c2", "content": "r"},
-        {"type": "text", "text": "and?"},
+        {"type": "text", "text": "and?", "cache_control": {"type": "ephemeral"}},
     ]}  # fmt: skip
 
 
@@ -362,7 +362,9 @@ def test_edge16_custom_call_history():
     assert conv.body["messages"][1]["content"] == [
         {"type": "tool_use", "id": "p1", "name": "apply_patch", "input": {"input": "*** Begin Patch"}}
     ]
-    assert conv.body["messages"][2]["content"] == [{"type": "tool_result", "tool_use_id": "p1", "content": "done"}]
+    assert conv.body["messages"][2]["content"] == [
+        {"type": "tool_result", "tool_use_id": "p1", "content": "done", "cache_control": {"type": "ephemeral"}}
+    ]
 
 
 def test_edge17_namespace_flattened_and_restored():
@@ -608,3 +610,50 @@ def test_relay_rewrites_id_and_model_and_fails_on_eof():
     relay = ResponsesRelay(t, input_estimate=3)
     items = [item for event in events for item in relay.feed(event)]
     assert relay.done and relay.usage.output_tokens == 6 and items[-1][0] == "response.completed"
+
+
+def test_anthropic_cache_breakpoints_for_r_clients_only():
+    body = {"model": "m", "instructions": "Sys.", "input": [{"role": "user", "content": "a"},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "b"}]},
+            {"role": "user", "content": "c"}]}  # fmt: skip
+    conv, _ = r_to("anthropic", body, A_TARGET)
+    assert conv.body["system"] == [{"type": "text", "text": "Sys.", "cache_control": {"type": "ephemeral"}}]
+    assert conv.body["messages"][0]["content"] == [{"type": "text", "text": "a"}]
+    assert conv.body["messages"][2]["content"] == [
+        {"type": "text", "text": "c", "cache_control": {"type": "ephemeral"}}
+    ]
+    conv, _ = r_to("openai", body, O_TARGET)
+    assert conv.body["messages"][0] == {"role": "system", "content": "Sys."}
+    o_body = {"model": "m", "messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "u"}]}
+    conv = hub_request("openai", "anthropic", o_body, A_TARGET, turn({"model": "m"}))
+    assert conv.body["system"] == "S"  # O clients: unchanged
+
+
+# -- the hub's table: which machine serves each converted pair ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("client", "upstream", "machine"),
+    [
+        ("openai", "anthropic", "AnthropicToOpenAIStream"),
+        ("anthropic", "openai", "OpenAIToAnthropicStream"),
+        ("openai", "gemini", "GeminiToOpenAIStream"),
+        ("anthropic", "gemini", "GeminiToAnthropicStream"),
+        ("responses", "anthropic", "AnthropicToResponsesStream"),
+        ("responses", "openai", "NeutralHop(OpenAIToAnthropicStream→AnthropicToResponsesStream)"),
+        ("responses", "gemini", "NeutralHop(GeminiToAnthropicStream→AnthropicToResponsesStream)"),
+        ("anthropic", "responses", "ResponsesToAnthropicStream"),
+        ("openai", "responses", "NeutralHop(ResponsesToAnthropicStream→AnthropicToOpenAIStream)"),
+    ],
+)
+def test_hub_reaches_every_pair_in_at_most_one_neutral_hop(client, upstream, machine):
+    request = {"model": "m", "input": "hi"} if client == "responses" else {"model": "m", "max_tokens": 50,
+               "messages": [{"role": "user", "content": "hi"}]}  # fmt: skip
+    t = turn(request)
+    target = {"anthropic": A_TARGET, "openai": O_TARGET, "gemini": A_TARGET, "responses": R_TARGET}[upstream]
+    conv = hub_request(client, upstream, request, target, t)
+    built = hub_stream(client, upstream, conv, t)
+    name = type(built).__name__
+    if name == "NeutralHop":
+        name = f"NeutralHop({type(built.inner).__name__}→{type(built.outer).__name__})"
+    assert name == machine
