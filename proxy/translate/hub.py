@@ -47,7 +47,7 @@ from .responses_response import (
 )
 from .responses_stream import AnthropicToResponsesStream, ResponsesToAnthropicStream
 from .streams import AnthropicToOpenAIStream, OpenAIToAnthropicStream
-from .usage import Usage, estimate_anthropic_prompt_tokens, usage_from_anthropic, usage_from_openai
+from .usage import Usage, usage_from_anthropic, usage_from_openai
 
 OPENAI, ANTHROPIC, GEMINI, RESPONSES = "openai", "anthropic", "gemini", "responses"
 
@@ -170,7 +170,8 @@ class AnthropicAdapter:
     direct: dict = {}
 
     def request_to_neutral(self, body: dict, target: TargetModel, turn: Turn) -> Conversion:
-        return Conversion(body=body, input_estimate=estimate_anthropic_prompt_tokens(body))
+        # No estimate here: every upstream adapter estimates the body it builds (one walk, not two: S5).
+        return Conversion(body=body)
 
     def response_from_neutral(self, message: dict, conv: Conversion, turn: Turn) -> dict:
         return message

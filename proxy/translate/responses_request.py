@@ -476,7 +476,6 @@ def responses_request_to_anthropic(
     system: list[str] = [body["instructions"]] if body.get("instructions") else []
     turns = _Turns()
     ids = ToolIds()
-    leading = True
     for index, item in enumerate(items):
         kind = item.get("type")
         param = f"input[{index}]"
@@ -488,7 +487,6 @@ def responses_request_to_anthropic(
                     # Later system items: appended to `system` (no mid_conv_system flag in the catalog yet, §5.1).
                     system.append(text_value)
                 continue
-            leading = False
             if role == "assistant":
                 content = item.get("content")
                 text_value = (
@@ -510,7 +508,6 @@ def responses_request_to_anthropic(
             if block is not None:
                 turns.add("assistant", block)
         elif kind == "function_call":
-            leading = False
             turns.add(
                 "assistant",
                 {
@@ -521,7 +518,6 @@ def responses_request_to_anthropic(
                 },
             )
         elif kind == "custom_tool_call":
-            leading = False
             turns.add(
                 "assistant",
                 {
@@ -539,7 +535,6 @@ def responses_request_to_anthropic(
             raise TranslationError(
                 f"Input items of type {kind!r} are not supported on this model.", param=param, code="invalid_value"
             )
-    del leading
     turns.flush()
     messages = [m for m in turns.messages if m["role"] != "system"]
 
