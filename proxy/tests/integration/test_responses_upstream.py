@@ -232,3 +232,16 @@ def test_r_to_r_foreign_ciphertext_is_retried_without_reasoning(resp):
     assert [i.get("type") for i in first.json["input"]] == ["message", "reasoning", "message", "message"]
     assert [i.get("type") for i in second.json["input"]] == ["message", "message", "message"]
     assert_billed_once(resp.tenant, _cost(second))
+
+
+def test_admin_probe_lists_the_upstream_models(resp):
+    import asyncio
+
+    from catalog.snapshot import catalog_snapshot
+    from proxy.upstreams.probe import provider_probe
+
+    provider = asyncio.run(catalog_snapshot()).get("resp-test").routes[0].provider
+    assert (provider.kind, provider.protocol) == ("responses", "responses")
+    result = asyncio.run(provider_probe(provider))
+    assert result.ok and "gpt-4o-mini" in result.model_ids
+    assert resp.mock.requests[-1].path == "/v1/models"
