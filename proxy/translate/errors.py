@@ -75,7 +75,7 @@ class GatewayError(Exception):
         """HTTP status for a client speaking `protocol` ("openai" | "anthropic")."""
         if self.status is not None:
             return self.status
-        if self.kind is ErrorKind.OVERLOADED and protocol == "openai":
+        if self.kind is ErrorKind.OVERLOADED and protocol in ("openai", "responses"):
             return 503  # 529 is Anthropic-only; the OpenAI SDK retries 503 (§5.2)
         return _SHAPES[self.kind].status
 
@@ -280,11 +280,12 @@ def upstream_http_error(
     text = _scrub(message, secrets) if message else f"The upstream provider answered HTTP {status}."
     # Any other 4xx keeps its status (§5.2 last row); 422 is folded into 400 (§5.2 first row).
     keep_status = kind is ErrorKind.INVALID_REQUEST and status not in (400, 422)
+    openai_shaped = upstream in ("openai", "responses")  # error bodies with `param` and `code`
     return GatewayError(
         kind,
         text,
-        param=relayed_param(param, request) if upstream == "openai" else None,
-        code=relayed_code(code) if upstream == "openai" and kind is ErrorKind.INVALID_REQUEST else None,
+        param=relayed_param(param, request) if openai_shaped else None,
+        code=relayed_code(code) if openai_shaped and kind is ErrorKind.INVALID_REQUEST else None,
         status=status if keep_status else None,
         retry_after=retry_after if kind in (ErrorKind.RATE_LIMIT, ErrorKind.OVERLOADED) else None,
     )
