@@ -206,6 +206,9 @@ async def input_tokens(request: HttpRequest) -> HttpResponse:
     try:
         key = await authenticate(request, allow_x_api_key=False)
         body = read_json_body(request)
+        if body.get("conversation") is not None:
+            raise _invalid("Conversations are not supported by this gateway; use `previous_response_id`.",
+                           "conversation", "unsupported_parameter")  # fmt: skip
         if body.get("model") is not None:
             await resolve_model(body["model"], key, mode="chat")  # 404 for a model this key cannot see
         items = await response_store.responses_expand(org_id=key.org_id, body=body)
