@@ -6,6 +6,7 @@ stand in for POST /v1/responses, which calls them the same way."""
 import asyncio
 import logging
 import threading
+import time
 from datetime import timedelta
 
 import orjson
@@ -485,3 +486,35 @@ def test_retention_follows_the_setting(org, settings):
     assert stored.expires_at == now + timedelta(days=2)
     assert response_store_get(org_id=org.id, response_id="resp_short", now=now + timedelta(days=2)) is None
     assert response_store_get(org_id=org.id, response_id="resp_short", now=now + timedelta(days=1)).id == "resp_short"
+
+
+@db
+def test_the_servers_shutdown_waits_for_pending_writes(org, monkeypatch):
+    # given: a server loop (ASGI lifespan) with a write still in progress when shutdown begins
+    from ruapi.asgi import lifespan_app
+
+    real_save = response_store.response_store_save
+    writing = threading.Event()
+    monkeypatch.setattr(response_store, "response_store_save",
+                        lambda **kw: (writing.set(), time.sleep(0.5), real_save(**kw))[2])  # fmt: skip
+
+    async def scenario():
+        inbox: asyncio.Queue = asyncio.Queue()
+        sent = []
+
+        async def send(message):
+            sent.append(message["type"])
+
+        await inbox.put({"type": "lifespan.startup"})
+        server = asyncio.create_task(lifespan_app({"type": "lifespan"}, inbox.get, send))
+        responses_store_later(org_id=org.id, api_key_id=None, request={}, input_items=[user("bye")],
+                              response=response_object("resp_shutdown", []))  # fmt: skip
+        assert await asyncio.to_thread(writing.wait, 20)
+        # when
+        await inbox.put({"type": "lifespan.shutdown"})
+        await server
+        return sent
+
+    # then: the shutdown completed only after the row was written
+    assert asyncio.run(scenario()) == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert StoredResponse.objects.filter(id="resp_shutdown").exists()
