@@ -280,6 +280,18 @@ def test_previous_response_that_is_not_this_organisations_is_not_found(org, othe
 
 
 @db
+@pytest.mark.parametrize("previous_id", ["", "chatcmpl-123", "msg_1"])
+def test_a_previous_id_that_cannot_be_a_response_is_refused_without_a_lookup(org, monkeypatch, previous_id):
+    async def no_database(*args, **kwargs):
+        raise AssertionError("looked up an id that is not a response id")
+
+    monkeypatch.setattr(response_store, "run_db", no_database)
+    error = error_of(org, {"model": "gpt-test", "previous_response_id": previous_id, "input": "c"})
+    assert (error.code, error.message) == ("previous_response_not_found",
+                                           f"Previous response with id '{previous_id}' not found.")  # fmt: skip
+
+
+@db
 def test_item_references_resolve_a_stored_function_call_and_its_output(org):
     # given: a stored turn whose input carried a tool result and whose output is a call
     output_item = {"type": "function_call_output", "id": "fco_given", "call_id": "call_1", "output": "42"}
