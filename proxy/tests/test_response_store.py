@@ -530,3 +530,15 @@ def test_the_servers_shutdown_waits_for_pending_writes(org, monkeypatch):
     # then: the shutdown completed only after the row was written
     assert asyncio.run(scenario()) == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     assert StoredResponse.objects.filter(id="resp_shutdown").exists()
+
+
+@db
+def test_any_json_the_client_sent_round_trips_unchanged(org):
+    # jsonb would refuse the NUL character and reorder keys; the store keeps the text as produced
+    odd = {"type": "message", "role": "user", "content": [{"text": "a\u0000b ✓ \U0001f600", "type": "input_text"}],
+           "zeta": 1, "alpha": {"b": 2, "a": 1}}  # fmt: skip
+    turn(org, {"model": "gpt-test", "input": [odd]}, response_object("resp_odd", [assistant("msg_odd", "\u0000")]))
+    items = expand(org, {"model": "gpt-test", "previous_response_id": "resp_odd"})
+    assert items == [{**odd, "id": items[0]["id"]}, assistant("msg_odd", "\u0000")]
+    assert list(items[0]) == ["type", "role", "content", "zeta", "alpha", "id"]
+    assert list(items[0]["alpha"]) == ["b", "a"]
