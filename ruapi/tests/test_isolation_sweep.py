@@ -112,6 +112,7 @@ V1_NAMES = (
     "v1:list_models", "v1:get_model", "v1:embeddings", "v1:images_generations", "v1:audio_transcriptions",
     "v1:audio_speech", "v1:not_found", "v1:api-root", "v1:responses_input_tokens", "v1:responses_compact",
     "v1:responses_input_items", "v1:responses_cancel", "v1:responses_retrieve", "v1:responses_delete",
+    "v1:responses",
 )  # fmt: skip
 
 HTTP_SPECS: dict[str, Spec] = {
@@ -527,6 +528,7 @@ V1_CASES: dict[str, tuple[str, str, Callable[[str], dict] | None, int | None]] =
     "v1:responses_cancel": ("POST", "/v1/responses/{model}/cancel", lambda m: {}, 404),
     "v1:responses_retrieve": ("GET", "/v1/responses/{model}", None, 404),
     "v1:responses_delete": ("DELETE", "/v1/responses/{model}", None, 404),
+    "v1:responses": ("POST", "/v1/responses", lambda m: {"model": m, "input": "x"}, 404),
 }
 
 
