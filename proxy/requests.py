@@ -277,8 +277,10 @@ def _check_openai_message(index: int, message: dict) -> None:
         raise invalid(f"`{where}.role` must be one of " + ", ".join(sorted(OPENAI_ROLES)) + ".", f"{where}.role")
     content = message.get("content")
     if role == "assistant":
-        # content may be null or absent when the turn calls tools (or a legacy function)
-        if content is None and not message.get("tool_calls") and not message.get("function_call"):
+        # content may be null or absent when the turn calls tools (or a legacy function), or is audio or a refusal
+        if content is None and not any(
+            message.get(name) for name in ("tool_calls", "function_call", "audio", "refusal")
+        ):
             raise invalid(f"`{where}` needs `content` or `tool_calls`.", f"{where}.content")
         if message.get("tool_calls") is not None and not isinstance(message["tool_calls"], list):
             raise invalid(f"`{where}.tool_calls` must be an array.", f"{where}.tool_calls")

@@ -196,7 +196,7 @@ _PATH_SEGMENT = re.compile(r"\[(\d+)\]|\.?([A-Za-z_][A-Za-z0-9_]*)")
 def relayed_param(param: str | None, request: dict | None) -> str | None:
     """The upstream's `param` when it names a field present in the client's request (e.g.
     `messages[1].content`), else None: a gateway-checked name, never an upstream's free text."""
-    if not param or request is None or not _FIELD_PATH.fullmatch(param):
+    if not param or request is None or not _FIELD_PATH.fullmatch(param) or _scrub(param) != param:
         return None
     node: object = request
     for match in _PATH_SEGMENT.finditer(param):
