@@ -17,7 +17,7 @@ from proxy.tests.integration.helpers import (
     usd,
 )
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.embedded]
 
 WEATHER_TOOL = {
     "type": "function",

@@ -15,7 +15,7 @@ from proxy.tests.integration.helpers import (
 )
 from proxy.tests.mock_upstream import RESPONSES_ENCRYPTED_PREFIX
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.embedded]
 
 PRICES = {"input": 2_000_000_000, "output": 8_000_000_000, "cache_read": 500_000_000}
 WEATHER = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
