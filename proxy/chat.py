@@ -419,6 +419,7 @@ async def chat(request: HttpRequest, protocol: str) -> HttpResponse:
             max_output_tokens=max_output,
             choices=metering.choices_of(body) if protocol == OPENAI else 1,
             thinking_tokens=metering.thinking_budget(body, protocol, spec),
+            thinking_in_cap=protocol == ANTHROPIC,
             tools_nanos=metering.server_tools_hold_nanos(spec, body),
         )
         hold = await metering.hold_open(call, key, hold_amount, tokens=input_estimate)

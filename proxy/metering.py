@@ -70,11 +70,14 @@ def chat_hold_nanos(
     max_output_tokens: int | None,
     choices: int = 1,
     thinking_tokens: int = 0,
+    thinking_in_cap: bool = False,
     tools_nanos: int = 0,
 ) -> int:
     """Most a chat request can cost: the input at the dearer of input / cache-write prices, plus every
     choice's maximum output (`chat_output_bound`), plus what its server tools may cost."""
-    output = chat_output_bound(spec, max_output_tokens, thinking_tokens=thinking_tokens)
+    output = chat_output_bound(
+        spec, max_output_tokens, thinking_tokens=thinking_tokens, thinking_in_cap=thinking_in_cap
+    )
     prices = spec.prices
     input_price = max(prices.input_nanos_per_mtok, prices.cache_write_nanos_per_mtok)
     return (
@@ -86,16 +89,19 @@ def chat_hold_nanos(
     )
 
 
-def chat_output_bound(spec: ModelSpec, max_output_tokens: int | None, *, thinking_tokens: int = 0) -> int:
+def chat_output_bound(
+    spec: ModelSpec, max_output_tokens: int | None, *, thinking_tokens: int = 0, thinking_in_cap: bool = False
+) -> int:
     """Most output tokens one choice can produce: the client's cap, else the largest default a route
     sends (provider option `default_max_tokens`), else the catalog's max output, else DEFAULT_OUTPUT_RESERVE;
-    raised to fit a thinking budget the way the O→A translation raises max_tokens (§2.6); never above
-    the catalog's max output (an upstream refuses more); plus the budget when a Gemini route may count
-    thoughts apart from maxOutputTokens."""
+    raised to fit a thinking budget the way the O→A translation raises max_tokens (§2.6) unless the
+    budget is inside the cap already (`thinking_in_cap`: an A client, whose thinking Anthropic counts
+    within max_tokens and requires below it); never above the catalog's max output (an upstream
+    refuses more); plus the budget when a Gemini route may count thoughts apart from maxOutputTokens."""
     defaults = [r.provider.options.get("default_max_tokens") for r in spec.routes]
     defaults = [d for d in defaults if isinstance(d, int) and not isinstance(d, bool) and d > 0]
     output = max_output_tokens or max(defaults, default=0) or spec.max_output_tokens or DEFAULT_OUTPUT_RESERVE
-    if thinking_tokens:
+    if thinking_tokens and not thinking_in_cap:
         output = max(output, thinking_tokens + VISIBLE_RESERVE_TOKENS)
     if spec.max_output_tokens:
         output = min(output, spec.max_output_tokens)

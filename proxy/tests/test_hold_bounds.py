@@ -145,8 +145,17 @@ def test_output_bound(_case, model, client_cap, choices, thinking, output_tokens
     assert hold == output_tokens * 2000
 
 
+def test_an_anthropic_clients_thinking_is_inside_its_max_tokens():
+    # Anthropic counts thinking within max_tokens (budget_tokens must be below it): no raise for A clients
+    assert metering.chat_output_bound(spec(), 10_000, thinking_tokens=8192, thinking_in_cap=True) == 10_000
+    gemini = spec(routes=[RouteSpec(provider("gemini"), "u", 1, 1)])
+    assert metering.chat_output_bound(gemini, 10_000, thinking_tokens=8192, thinking_in_cap=True) == 18_192
+
+
 def test_hold_prices_input_at_the_dearer_of_input_and_cache_write():
-    prices = TokenPrices(input_nanos_per_mtok=1000 * MTOK, output_nanos_per_mtok=0, cache_write_nanos_per_mtok=1250 * MTOK)
+    prices = TokenPrices(
+        input_nanos_per_mtok=1000 * MTOK, output_nanos_per_mtok=0, cache_write_nanos_per_mtok=1250 * MTOK
+    )
     assert metering.chat_hold_nanos(spec(prices=prices), input_tokens=1000, max_output_tokens=1) == 1_250_000
 
 

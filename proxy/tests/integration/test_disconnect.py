@@ -30,8 +30,12 @@ def slow_openai_stream(words: int) -> Script:
     ("_case", "path", "headers", "body"),
     [
         ("openai client", "/v1/chat/completions", {}, {"model": "gpt-test", "stream": True}),
-        ("anthropic client", "/v1/messages", {"anthropic-version": "2023-06-01"},
-         {"model": "gpt-test", "stream": True, "max_tokens": 500}),
+        (
+            "anthropic client",
+            "/v1/messages",
+            {"anthropic-version": "2023-06-01"},
+            {"model": "gpt-test", "stream": True, "max_tokens": 500},
+        ),
     ],
 )
 def test_client_disconnect_cancels_upstream_and_bills_what_was_produced(gateway, _case, path, headers, body):
