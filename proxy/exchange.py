@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
+from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 
 from accounts.keycache import KeyContext
@@ -21,6 +22,8 @@ from proxy import metering
 from proxy.responses import Call, error_response
 from proxy.router import Router, Slot, router
 from proxy.translate.errors import ErrorKind, GatewayError, upstream_http_error
+
+HOLD_TTL_MARGIN_SECONDS = 60  # a request ends this long before its hold could expire (at most a tenth of the TTL)
 
 
 def retry_after_seconds(headers) -> int | None:
@@ -65,12 +68,38 @@ class Exchange:
         raise NotImplementedError
 
     async def run(self) -> HttpResponse:
-        """The route loop; a cancellation (the client left) settles before it propagates."""
+        """The route loop; a cancellation (the client left) settles before it propagates, and a request
+        still waiting for its answer when its hold could expire is ended (see `seconds_left`)."""
+        deadline = asyncio.timeout(self.seconds_left())
         try:
-            return await self._run()
+            async with deadline:
+                return await self._run()
+        except TimeoutError:
+            if not deadline.expired():
+                await self.abandon()
+                raise
+            return await self.out_of_time()
         except BaseException:  # asyncio.CancelledError above all; a bug too must not leave the hold
             await self.abandon()
             raise
+
+    def seconds_left(self) -> float:
+        """Time this request may still run: its hold must be settled before the expiry task may release
+        it (RUAPI_HOLD_TTL, counted here from the request's start, before the hold was made), or the debit
+        could land on money the organisation was free to spend again (issue 12). Less a margin: a
+        tenth of the TTL, at most HOLD_TTL_MARGIN_SECONDS."""
+        ttl = settings.RUAPI_HOLD_TTL
+        margin = min(HOLD_TTL_MARGIN_SECONDS, ttl / 10)
+        return max(ttl - margin - (time.perf_counter() - self.call.started), 0.0)
+
+    async def out_of_time(self) -> HttpResponse:
+        """The answer did not come before the hold could expire: cancel the upstream, bill nothing."""
+        if self._reply is not None:
+            self._reply.close()
+        error = GatewayError(ErrorKind.TIMEOUT, "The upstream did not answer within the gateway's time limit.")
+        if self.settled:
+            return error_response(self.call, error)
+        return await self.fail(error, route=self._route, attempts=self._attempts)
 
     async def abandon(self) -> None:
         """The client is gone before an answer was made: close the upstream, settle what was produced."""
@@ -214,13 +243,23 @@ class StreamGuard:
         self._source = source
         self._slot = slot
         self._exchange = exchange
+        self._deadline = asyncio.get_running_loop().time() + exchange.seconds_left()
 
     def __aiter__(self) -> "StreamGuard":
         return self
 
     async def __anext__(self) -> bytes:
+        deadline = asyncio.timeout_at(self._deadline)
         try:
-            return await anext(self._content)
+            async with deadline:
+                return await anext(self._content)
+        except TimeoutError:
+            # Still streaming when its hold could expire (Exchange.seconds_left): the cancellation ran the
+            # stream's `finally`, which billed what was relayed; the client sees a cut stream.
+            await self.aclose()
+            if deadline.expired():
+                raise StopAsyncIteration from None
+            raise
         except BaseException:  # the end (StopAsyncIteration), a failure or a cancellation
             await self.aclose()
             raise

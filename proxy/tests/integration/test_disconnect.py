@@ -139,3 +139,35 @@ def test_a_client_timeout_settles_the_request_at_once(gateway, protocol, moment,
         assert (event.cost_nanos, event.input_tokens, event.output_tokens, event.status_code) == (0, 0, 0, 499)
     assert LedgerEntry.objects.filter(kind="usage").count() == (1 if event.cost_nanos else 0)
     assert balance.balance_nanos == before - event.cost_nanos
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["non-streamed", "streamed"])
+def test_a_request_never_outlives_its_hold(gateway, settings, stream):
+    # given: holds that expire after 3 s (a request may run 2.7 s), and an upstream that takes longer
+    settings.RUAPI_HOLD_TTL = 3
+    gateway.mock.enqueue("/v1/chat/completions", _script("after the first byte", stream))
+    chunk_delay = 1.0 if stream else 0.5
+    gateway.mock._scripts["/v1/chat/completions"][0].chunk_delay = chunk_delay
+    # when
+    started = time.monotonic()
+    with httpx.Client(base_url=gateway.server.url, timeout=10) as client:
+        response = client.post(
+            "/v1/chat/completions",
+            json={"model": "gpt-test", "messages": PROMPT, "max_tokens": 3000, "stream": stream},
+            headers={"authorization": f"Bearer {gateway.tenant.secret}"},
+        )
+    elapsed = time.monotonic() - started
+    # then: settled before the hold could expire (2.7 s), the upstream cancelled, the hold settled (not
+    # released by the expiry task), and what was relayed billed. (Django logs a 5xx through a thread
+    # before the response leaves: the client may see it a little later than the settlement.)
+    assert gateway.mock.wait_for_disconnect(timeout=2)
+    event = UsageEvent.objects.get()
+    assert 2500 <= event.latency_ms < 3000 and elapsed < 8, (event.latency_ms, elapsed)
+    assert list(Hold.objects.values_list("status", flat=True)) == ["settled"]
+    if stream:
+        assert response.status_code == 200 and "word0" in response.text and "[DONE]" not in response.text
+        assert event.cost_nanos > 0 and event.is_estimated
+    else:
+        assert response.status_code == 504 and response.json()["error"]["code"] == "timeout"
+        assert (event.cost_nanos, event.error_type) == (0, "timeout")
+    assert LedgerEntry.objects.filter(kind="usage").count() == (1 if stream else 0)
