@@ -236,13 +236,12 @@ async def embeddings(request: HttpRequest) -> HttpResponse:
         estimate = sum(estimate_text_tokens(t) if isinstance(t, str) else len(t) if isinstance(t, list) else 1
                        for t in texts)  # fmt: skip
         # The hold: a text is at most its UTF-8 bytes in tokens, a token array its length (issue 12).
-        bound = sum(bound_text_tokens(t) if isinstance(t, str) else len(t) if isinstance(t, list) else 1
-                    for t in texts)  # fmt: skip
-        if spec.context_window:  # each input is refused above it; the bound of each is capped by it
-            bound = sum(min(bound_text_tokens(t) if isinstance(t, str) else len(t) if isinstance(t, list) else 1,
-                            spec.context_window) for t in texts)  # fmt: skip
-        hold = await metering.hold_open(call, key, cost_for(TokenCounts(input_tokens=bound), spec.prices),
-                                        tokens=estimate)  # fmt: skip
+        bounds = [bound_text_tokens(t) if isinstance(t, str) else len(t) if isinstance(t, list) else 1
+                  for t in texts]  # fmt: skip
+        if spec.context_window:  # an input longer than the model reads is refused: none is billed more
+            bounds = [min(bound, spec.context_window) for bound in bounds]
+        reserve = cost_for(TokenCounts(input_tokens=sum(bounds)), spec.prices)
+        hold = await metering.hold_open(call, key, reserve, tokens=estimate)
     except GatewayError as exc:
         return error_response(call, exc)
     return await EmbeddingsExchange(call, key, spec, hold, body=body, estimate=estimate).run()
@@ -322,8 +321,12 @@ async def transcriptions(request: HttpRequest) -> HttpResponse:
         content = upload.read()
         fields = {name: request.POST.get(name) for name in request.POST if name != "model"}
         max_seconds = audio_seconds_bound(content)
+        # Token-priced models: audio tokens (50 a second is above any provider's rate), the text
+        # prompt's bytes, and 10 output tokens a second (speech is about 3).
+        prompt = fields.get("prompt") or ""
         reserve = unit_cost(max_seconds, spec.unit_prices.audio_minute_nanos, per=60) + cost_for(
-            TokenCounts(input_tokens=max_seconds * 50, output_tokens=max_seconds * 10), spec.prices
+            TokenCounts(input_tokens=max_seconds * 50 + bound_text_tokens(prompt), output_tokens=max_seconds * 10),
+            spec.prices,
         )
         hold = await metering.hold_open(call, key, reserve)
     except GatewayError as exc:
