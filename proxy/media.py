@@ -159,8 +159,9 @@ class TranscriptionExchange(OpenAIOnlyExchange):
             usage = Usage(input_tokens=int(reported.get("input_tokens") or 0),
                           output_tokens=int(reported.get("output_tokens") or 0))  # fmt: skip
         seconds = reported.get("seconds") if reported.get("type") == "duration" else (data or {}).get("duration")
-        if not isinstance(seconds, (int, float)):
-            seconds = math.ceil(len(self.file[1]) / AUDIO_TYPICAL_BYTES_PER_SECOND)
+        if not isinstance(seconds, (int, float)):  # text, srt, vtt: the container's duration, else an estimate
+            duration = audio_duration_seconds(self.file[1])
+            seconds = math.ceil(len(self.file[1]) / AUDIO_TYPICAL_BYTES_PER_SECOND if duration is None else duration)
             usage.estimated = reported.get("type") != "tokens"
         cost = metering.usage_cost(usage, self.spec.prices) + unit_cost(
             seconds, self.spec.unit_prices.audio_minute_nanos, per=60
