@@ -236,7 +236,7 @@ class ChatExchange(Exchange):
             out = hub_response(client, upstream, data, conversion, self.turn)
 
         cost = metering.usage_cost(usage, self.spec.prices)
-        await self.settle(metering.Outcome(usage=usage, cost_nanos=cost, route=route, attempts=attempts))
+        cost = await self.settle(metering.Outcome(usage=usage, cost_nanos=cost, route=route, attempts=attempts))
         if isinstance(out.get("usage"), dict):
             out["usage"]["cost"] = usd_number(cost)
         self.completed(out)
@@ -407,8 +407,7 @@ class ChatExchange(Exchange):
             is_stream=True,
             ttfb_ms=int((first_byte_at - self.call.started) * 1000) if first_byte_at else None,
         )
-        await self.settle(outcome)
-        return cost
+        return await self.settle(outcome)
 
 
 def _failed_empty(machine) -> bool:
@@ -428,7 +427,16 @@ async def chat(request: HttpRequest, protocol: str) -> HttpResponse:
         input_estimate = (
             estimate_openai_prompt_tokens(body) if protocol == OPENAI else estimate_anthropic_prompt_tokens(body)
         )
-        hold_amount = metering.chat_hold_nanos(spec, input_tokens=input_estimate, max_output_tokens=max_output)
+        # The hold covers the worst case (issue 12); the estimate stays for TPM limits and cut streams.
+        hold_amount = metering.chat_hold_nanos(
+            spec,
+            input_tokens=metering.chat_input_bound(spec, body, body_bytes=len(request.body)),
+            max_output_tokens=max_output,
+            choices=metering.choices_of(body) if protocol == OPENAI else 1,
+            thinking_tokens=metering.thinking_budget(body, protocol, spec),
+            thinking_in_cap=protocol == ANTHROPIC,
+            tools_nanos=metering.server_tools_hold_nanos(spec, body),
+        )
         hold = await metering.hold_open(call, key, hold_amount, tokens=input_estimate)
     except GatewayError as exc:
         return error_response(call, exc)

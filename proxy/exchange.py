@@ -1,8 +1,18 @@
-"""One authenticated, held-for request to the upstreams: the route loop shared by every endpoint."""
+"""One authenticated, held-for request to the upstreams: the route loop shared by every endpoint.
 
+A client that goes away (issue 12 item 2) cancels the task running the view (ruapi/asgi.py): wherever
+the cancellation lands — waiting for the upstream's headers, reading its JSON body, before a stream's
+first byte or in the middle of it — the upstream connection is closed at once and the request is
+settled before the task ends: what reached the gateway is billed (a stream: what it relayed; a
+request whose answer had not arrived: nothing, PROTOCOLS G7), the rest of the hold released, and the
+usage event says `client_disconnected`. No hold waits for RUAPI_HOLD_TTL.
+"""
+
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
+from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 
 from accounts.keycache import KeyContext
@@ -13,6 +23,8 @@ from proxy.responses import Call, error_response
 from proxy.router import Router, Slot, router
 from proxy.translate.errors import ErrorKind, GatewayError, upstream_http_error
 from ruapi import observability
+
+HOLD_TTL_MARGIN_SECONDS = 60  # a request ends this long before its hold could expire (at most a tenth of the TTL)
 
 
 def retry_after_seconds(headers) -> int | None:
@@ -32,12 +44,17 @@ class Exchange:
 
     is_stream = False
     router: Router = router
+    CLIENT_GONE_STATUS = 499  # the usage event's status for a client that left before any answer (nginx's)
 
     def __init__(self, call: Call, key: KeyContext, spec: ModelSpec, hold: Hold) -> None:
         self.call = call
         self.key = key
         self.spec = spec
         self.hold = hold
+        self.settled = False  # set by settle(): a request is settled once
+        self._reply = None  # the upstream reply of the current attempt, closed if the client leaves
+        self._route: RouteSpec | None = None
+        self._attempts = 0
 
     def routes(self) -> list[RouteSpec]:
         return self.router.plan(self.spec)
@@ -52,6 +69,55 @@ class Exchange:
         raise NotImplementedError
 
     async def run(self) -> HttpResponse:
+        """The route loop; a cancellation (the client left) settles before it propagates, and a request
+        still waiting for its answer when its hold could expire is ended (see `seconds_left`)."""
+        deadline = asyncio.timeout(self.seconds_left())
+        try:
+            async with deadline:
+                return await self._run()
+        except TimeoutError:
+            if not deadline.expired():
+                await self.abandon()
+                raise
+            return await self.out_of_time()
+        except BaseException:  # asyncio.CancelledError above all; a bug too must not leave the hold
+            await self.abandon()
+            raise
+
+    def seconds_left(self) -> float:
+        """Time this request may still run: its hold must be settled before the expiry task may release
+        it (RUAPI_HOLD_TTL, counted here from the request's start, before the hold was made), or the debit
+        could land on money the organisation was free to spend again (issue 12). Less a margin: a
+        tenth of the TTL, at most HOLD_TTL_MARGIN_SECONDS."""
+        ttl = settings.RUAPI_HOLD_TTL
+        margin = min(HOLD_TTL_MARGIN_SECONDS, ttl / 10)
+        return max(ttl - margin - (time.perf_counter() - self.call.started), 0.0)
+
+    async def out_of_time(self) -> HttpResponse:
+        """The answer did not come before the hold could expire: cancel the upstream, bill nothing."""
+        if self._reply is not None:
+            self._reply.close()
+        error = GatewayError(ErrorKind.TIMEOUT, "The upstream did not answer within the gateway's time limit.")
+        if self.settled:
+            return error_response(self.call, error)
+        return await self.fail(error, route=self._route, attempts=self._attempts)
+
+    async def abandon(self) -> None:
+        """The client is gone before an answer was made: close the upstream, settle what was produced."""
+        if self._reply is not None:
+            self._reply.close()
+        if self.settled:
+            return
+        outcome = metering.Outcome(
+            status_code=self.CLIENT_GONE_STATUS,
+            error_type="client_disconnected",
+            route=self._route,
+            attempts=self._attempts,
+            is_stream=self.is_stream,
+        )
+        await asyncio.shield(self.settle(outcome))
+
+    async def _run(self) -> HttpResponse:
         routes = self.routes()
         if not routes:
             error = GatewayError(ErrorKind.UPSTREAM_ERROR, f"No provider is available for `{self.spec.name}`.")
@@ -64,7 +130,8 @@ class Exchange:
             if slot is None:  # at its concurrency or RPM cap in this process
                 continue
             attempts += 1
-            last_route = route
+            last_route = self._route = route
+            self._attempts = attempts
             try:
                 conversion = self.convert(route)
             except GatewayError as exc:  # the client's request cannot be expressed upstream
@@ -73,16 +140,23 @@ class Exchange:
             sent_at = time.perf_counter()
             try:
                 with observability.attempt_span(route, attempts):
-                    reply = await self.send(route, conversion)
+                    reply = self._reply = await self.send(route, conversion)
             except GatewayError as exc:  # connect error or timeout: nothing reached the client yet
                 self.call.upstream_seconds += time.perf_counter() - sent_at
                 self.router.failed(route)
                 slot.release()
                 error = exc
                 continue
+            except BaseException:  # the client left while the upstream had not answered
+                slot.release()
+                raise
             self.call.upstream_seconds += reply.headers_at - reply.started
             if not reply.ok:
-                payload = await reply.json()
+                try:
+                    payload = await reply.json()
+                except BaseException:
+                    slot.release()
+                    raise
                 self.call.upstream_seconds += time.perf_counter() - reply.headers_at
                 error = upstream_http_error(
                     reply.status, payload, route.provider.protocol, retry_after=retry_after_seconds(reply.headers),
@@ -111,7 +185,10 @@ class Exchange:
         """Hold the route's concurrency slot until the body is sent (a stream holds it while it runs)."""
         response["x-ruapi-attempts"] = str(attempts)
         if isinstance(response, StreamingHttpResponse) and response.is_async:
-            response.streaming_content = _released_after(response.streaming_content, slot)
+            # The view's own generator (whose `finally` settles a started stream) besides Django's
+            # make_bytes wrapper around it: closing the wrapper does not close what it iterates.
+            source = response._iterator
+            response.streaming_content = StreamGuard(response.streaming_content, source, slot, self)
         else:
             slot.release()
         return response
@@ -125,13 +202,15 @@ class Exchange:
             attempts=attempts,
             is_stream=self.is_stream,
         )
-        await metering.settle(self.call, self.key, self.hold, self.spec, outcome)
+        await self.settle(outcome)
         response = error_response(self.call, error)
         response["x-ruapi-attempts"] = str(attempts)
         return response
 
-    async def settle(self, outcome: metering.Outcome) -> None:
-        await metering.settle(self.call, self.key, self.hold, self.spec, outcome)
+    async def settle(self, outcome: metering.Outcome) -> int:
+        """Settle this request once (metering.settle); returns what was debited."""
+        self.settled = True
+        return await metering.settle(self.call, self.key, self.hold, self.spec, outcome)
 
     async def read_json(self, reply, route: RouteSpec, attempts: int) -> dict | None:
         """A 2xx JSON body, or None after answering the failure (malformed or an error body)."""
@@ -156,9 +235,45 @@ class Exchange:
         return GatewayError(ErrorKind.UPSTREAM_ERROR, "The upstream provider sent an invalid response.")
 
 
-async def _released_after(content: AsyncIterator[bytes], slot: Slot) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in content:
-            yield chunk
-    finally:
-        slot.release()
+class StreamGuard:
+    """A streamed body that releases its route slot when it ends, and settles its request even when it
+    is closed before it started: a client that left between the response's creation and its first
+    chunk (ruapi/asgi.py closes the iterator then) never runs the stream's own `finally`, which is
+    where a started stream bills what it relayed."""
+
+    def __init__(self, content: AsyncIterator[bytes], source: AsyncIterator, slot: Slot, exchange: Exchange) -> None:
+        self._content = content
+        self._source = source
+        self._slot = slot
+        self._exchange = exchange
+        self._deadline = asyncio.get_running_loop().time() + exchange.seconds_left()
+
+    def __aiter__(self) -> "StreamGuard":
+        return self
+
+    async def __anext__(self) -> bytes:
+        deadline = asyncio.timeout_at(self._deadline)
+        try:
+            async with deadline:
+                return await anext(self._content)
+        except TimeoutError:
+            # Still streaming when its hold could expire (Exchange.seconds_left): the cancellation ran the
+            # stream's `finally`, which billed what was relayed; the client sees a cut stream.
+            await self.aclose()
+            if deadline.expired():
+                raise StopAsyncIteration from None
+            raise
+        except BaseException:  # the end (StopAsyncIteration), a failure or a cancellation
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        try:
+            for iterator in (self._content, self._source):
+                aclose = getattr(iterator, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+        finally:
+            self._slot.release()
+            if not self._exchange.settled:
+                await self._exchange.abandon()

@@ -5,13 +5,16 @@ per (scope, id, kind, minute). Fixed windows are one atomic INCRBY each, cheap a
 the known cost is a burst of up to 2x the limit across a minute boundary. TPM counts the request's
 *estimated input tokens* at admission (what is known before the upstream answers).
 
-Spend caps: the figure is "spent this month" read from the usage events (accounts.spend) and
-kept in a counter that lives RUAPI_SPEND_CACHE_TTL seconds; every admitted request adds its hold
-(maximum cost) to it. A request is refused (402) when figure + its hold would pass the cap. So
-within one TTL window admissions are exact even under concurrency (the holds are counted
-atomically); when the counter expires it is re-seeded from the settled spend. Bound: requests
-still in flight when the counter is re-seeded are not counted in the new figure, so a cap can be
-exceeded by at most the cost of requests in flight across a refresh.
+Spend caps (issue 12): a request is admitted when settled + in flight + its hold stays within the cap.
+Two counters per capped key or organisation and month: "settled", the spend read from the usage events
+(accounts.spend), kept RUAPI_SPEND_CACHE_TTL seconds and then re-read; and "in flight", the holds of
+admitted requests not yet settled. Settlement (`spend_settle`) moves a request from one to the other:
+its hold leaves "in flight", its cost (never more than the hold, proxy/metering.py) joins "settled".
+So re-reading "settled" never forgets a request in flight, and the spend of a key or organisation
+never passes its cap, however many requests run at once in however many processes. The figures err
+only on the safe side: a request settled just before "settled" is re-read may count twice until the
+next re-read, and the hold of a request whose process died counts as in flight until the counter has
+been idle for RUAPI_HOLD_TTL (what the database's expiry task waits too) or the month ends.
 
 All checks of one request run in ONE atomic step — a Lua script in Redis (REDIS_URL set, shared by
 every process) or a locked dict in process (embedded default) — all-or-nothing: a refused request
@@ -28,7 +31,7 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from django.conf import settings
@@ -46,14 +49,18 @@ logger = logging.getLogger(__name__)
 REDIS_RETRY_AFTER_S = 5.0
 NEEDS_SEED = -1  # a spend counter that must be seeded with the spend figure from the database
 
-# KEYS: counters. ARGV: per counter (amount, limit, ttl_ms, seed). Returns {0, value1, pttl1, ...}
-# when every counter stays within its limit (and then adds the amounts), {i, current, pttl} for the
-# first counter i that would pass its limit, or {-1, i} when counter i is missing and has no seed.
+# KEYS: counters. ARGV: per counter (amount, limit, ttl_ms, seed, plus, refresh): `plus` is 0 or the
+# 1-based index of an earlier counter whose value counts against this one's limit too; refresh = 1
+# pushes the TTL back on every add. Returns {0, value1, pttl1, ...} when every counter stays within
+# its limit (and then adds the amounts), {i, current, pttl} for the first counter i that would pass
+# its limit, or {-1, i} when counter i is missing and has no seed.
+_ARGS_PER_COUNTER = 6
 _LUA = """
 local values = {}
 for i = 1, #KEYS do
-  local b = (i - 1) * 4
+  local b = (i - 1) * 6
   local amount, limit, seed = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 4])
+  local plus = tonumber(ARGV[b + 5])
   local current = redis.call('GET', KEYS[i])
   if current then
     current = tonumber(current)
@@ -61,16 +68,19 @@ for i = 1, #KEYS do
     if seed < 0 then return {-1, i} end
     current = seed
   end
-  if current + amount > limit then return {i, current, redis.call('PTTL', KEYS[i])} end
+  local total = current
+  if plus > 0 then total = total + values[plus] end
+  if total + amount > limit then return {i, total, redis.call('PTTL', KEYS[i])} end
   values[i] = current
 end
 local out = {0}
 for i = 1, #KEYS do
-  local b = (i - 1) * 4
-  local amount, ttl = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 3])
+  local b = (i - 1) * 6
+  local amount, ttl, refresh = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 6])
   local value
   if redis.call('EXISTS', KEYS[i]) == 1 then
     value = redis.call('INCRBY', KEYS[i], amount)
+    if refresh == 1 then redis.call('PEXPIRE', KEYS[i], ttl) end
   else
     value = values[i] + amount
     redis.call('SET', KEYS[i], value, 'PX', ttl)
@@ -79,6 +89,17 @@ for i = 1, #KEYS do
   out[#out + 1] = redis.call('PTTL', KEYS[i])
 end
 return out
+"""
+# KEYS: counters; ARGV: one delta each. Adds the delta to counters that exist (a missing one is
+# re-read or re-seeded later: creating it here would make a counter without a TTL), never below 0.
+_ADJUST_LUA = """
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    local value = redis.call('INCRBY', KEYS[i], tonumber(ARGV[i]))
+    if value < 0 then redis.call('SET', KEYS[i], 0, 'KEEPTTL') end
+  end
+end
+return 0
 """
 
 
@@ -91,6 +112,8 @@ class Counter:
     limit: int
     ttl_ms: int
     seed: int = 0  # starting value when the counter does not exist; NEEDS_SEED for spend
+    plus: str = ""  # the name of an earlier counter of the same check whose value counts against this limit too
+    refresh: bool = False  # every add pushes the TTL back (in-flight spend), instead of a fixed window
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +147,7 @@ class LocalLimiter:
             if len(self._values) > 50_000:
                 self._values = {k: v for k, v in self._values.items() if v[1] > now}
             current: list[tuple[int, float | None]] = []
+            seen: dict[str, int] = {}
             for counter in counters:
                 entry = self._values.get(counter.name)
                 if entry is not None and entry[1] > now:
@@ -132,23 +156,28 @@ class LocalLimiter:
                     if counter.seed == NEEDS_SEED:
                         return NeedsSeed(counter)
                     value, expires = counter.seed, None
-                if value + counter.amount > counter.limit:
+                total = value + seen.get(counter.plus, 0)
+                if total + counter.amount > counter.limit:
                     reset = int((expires - now) * 1000) if expires is not None else counter.ttl_ms
-                    return Refusal(counter, value, reset)
+                    return Refusal(counter, total, reset)
                 current.append((value, expires))
+                seen[counter.name] = value
             out = []
             for counter, (value, expires) in zip(counters, current, strict=True):
-                expires = expires if expires is not None else now + counter.ttl_ms / 1000
+                if expires is None or counter.refresh:
+                    expires = now + counter.ttl_ms / 1000
                 self._values[counter.name] = (value + counter.amount, expires)
                 out.append((counter, value + counter.amount, int((expires - now) * 1000)))
             return Admitted(tuple(out))
 
-    def release(self, counters: list[Counter]) -> None:
+    def adjust(self, deltas: list[tuple[Counter, int]]) -> None:
+        """Add each delta to its counter if it exists, never below 0 (as _ADJUST_LUA)."""
+        now = time.monotonic()
         with self._lock:
-            for counter in counters:
+            for counter, delta in deltas:
                 entry = self._values.get(counter.name)
-                if entry is not None:
-                    self._values[counter.name] = (entry[0] - counter.amount, entry[1])
+                if entry is not None and entry[1] > now:
+                    self._values[counter.name] = (max(entry[0] + delta, 0), entry[1])
 
     def clear(self) -> None:
         with self._lock:
@@ -157,17 +186,24 @@ class LocalLimiter:
 
 local_limiter = LocalLimiter()
 _redis_state = {"down_until": 0.0}
-_scripts: dict[int, object] = {}
+_scripts: dict[tuple[int, str], object] = {}
+
+
+def _script(client, source: str):
+    script = _scripts.get((id(client), source))
+    if script is None:
+        script = _scripts[(id(client), source)] = client.register_script(source)
+    return script
 
 
 async def _redis_check(counters: list[Counter]) -> Admitted | Refusal | NeedsSeed:
     client = shared_state.async_client()
-    script = _scripts.get(id(client))
-    if script is None:
-        script = _scripts[id(client)] = client.register_script(_LUA)
+    script = _script(client, _LUA)
+    names = [c.name for c in counters]
     args: list[int] = []
     for c in counters:
-        args += [c.amount, c.limit, max(c.ttl_ms, 1), c.seed]
+        plus = names.index(c.plus) + 1 if c.plus in names else 0
+        args += [c.amount, c.limit, max(c.ttl_ms, 1), c.seed, plus, int(c.refresh)]
     result = [int(x) for x in await script(keys=[c.name for c in counters], args=args)]
     if result[0] == 0:
         values = tuple(
@@ -181,12 +217,9 @@ async def _redis_check(counters: list[Counter]) -> Admitted | Refusal | NeedsSee
     return Refusal(counter, result[1], result[2] if result[2] > 0 else counter.ttl_ms)
 
 
-async def _redis_release(counters: list[Counter]) -> None:
+async def _redis_adjust(deltas: list[tuple[Counter, int]]) -> None:
     client = shared_state.async_client()
-    pipe = client.pipeline(transaction=False)
-    for counter in counters:
-        pipe.decrby(counter.name, counter.amount)
-    await pipe.execute()
+    await _script(client, _ADJUST_LUA)(keys=[c.name for c, _ in deltas], args=[d for _, d in deltas])
 
 
 def _use_redis() -> bool:
@@ -195,28 +228,50 @@ def _use_redis() -> bool:
 
 async def check_counters(counters: list[Counter]) -> Admitted | Refusal | NeedsSeed:
     """One atomic check-and-add over all counters, in Redis or (embedded / Redis down) in process."""
+    result, _ = await _check_counters(counters)
+    return result
+
+
+async def _check_counters(counters: list[Counter]) -> tuple[Admitted | Refusal | NeedsSeed, bool]:
+    """The check, and whether Redis made it (later adjustments must go to the same place)."""
     if _use_redis():
         try:
-            return await _redis_check(counters)
+            return await _redis_check(counters), True
         except Exception as exc:  # connection refused, timeout, ...: see the module docstring
             _redis_state["down_until"] = time.monotonic() + REDIS_RETRY_AFTER_S
             logger.warning("rate limiter: Redis unavailable, limiting per process for %ss: %s",
                            REDIS_RETRY_AFTER_S, exc)  # fmt: skip
-    return local_limiter.check(counters)
+    return local_limiter.check(counters), False
 
 
-async def release_counters(counters: list[Counter]) -> None:
-    """Give back what an admitted request reserved (it was refused later, e.g. by the balance)."""
-    if not counters:
+@dataclass(frozen=True, slots=True)
+class SpendTicket:
+    """The spend counters one admitted request touched, and where they live (Redis or this process)."""
+
+    counters: tuple[Counter, ...]
+    in_redis: bool
+
+    def deltas(self, cost_nanos: int) -> list[tuple[Counter, int]]:
+        """Settlement: each in-flight counter gives the hold back, its settled counter takes the cost."""
+        return [(c, -c.amount) if c.plus else (c, cost_nanos) for c in self.counters]
+
+
+async def spend_settle(ticket: "SpendTicket | None", cost_nanos: int) -> None:
+    """Move a request's hold out of its in-flight spend and its cost into the settled spend.
+
+    A refused request (no balance) settles with cost 0. Never raises: a failure leaves the counters
+    too high until they are re-read or expire (the safe side).
+    """
+    if ticket is None or not ticket.counters:
         return
-    if _use_redis():
+    deltas = ticket.deltas(cost_nanos)
+    if ticket.in_redis:
         try:
-            await _redis_release(counters)
-            return
+            await _redis_adjust(deltas)
         except Exception as exc:
-            logger.warning("rate limiter: could not release counters in Redis: %s", exc)
-            return
-    local_limiter.release(counters)
+            logger.warning("rate limiter: could not settle spend counters in Redis: %s", exc)
+        return
+    local_limiter.adjust(deltas)
 
 
 # -- what to count for one request ----------------------------------------------------------------
@@ -227,6 +282,7 @@ def counters_for(key: KeyContext, *, tokens: int, hold_nanos: int, now: float | 
     window_ttl_ms = int((60 - now % 60) * 1000) + 1000  # to the window's end, plus slack for clock skew
     month = datetime.fromtimestamp(now, UTC).strftime("%Y%m")
     spend_ttl_ms = int(settings.RUAPI_SPEND_CACHE_TTL * 1000)
+    inflight_ttl_ms = int(settings.RUAPI_HOLD_TTL * 1000)
     counters = []
     for scope, ident, rpm, tpm, cap in (
         ("key", key.key_id, key.key_rpm, key.key_tpm, key.key_spend_cap_nanos),
@@ -238,7 +294,10 @@ def counters_for(key: KeyContext, *, tokens: int, hold_nanos: int, now: float | 
         if tpm is not None:
             counters.append(Counter(f"{base}:tpm:{minute}", "tokens", scope, max(tokens, 0), tpm, window_ttl_ms))
         if cap is not None:
-            counters.append(Counter(f"{base}:spend:{month}", "spend", scope, hold_nanos, cap, spend_ttl_ms, NEEDS_SEED))
+            settled = Counter(f"{base}:spend:{month}", "spend", scope, 0, cap, spend_ttl_ms, NEEDS_SEED)
+            inflight = Counter(f"{base}:inflight:{month}", "spend", scope, hold_nanos, cap, inflight_ttl_ms,
+                               plus=settled.name, refresh=True)  # fmt: skip
+            counters += [settled, inflight]
     return counters
 
 
@@ -302,17 +361,17 @@ _SCOPE_NAMES = {"key": "API key", "org": "organisation"}
 _KIND_NAMES = {"requests": "requests per minute", "tokens": "tokens per minute"}
 
 
-async def admit(key: KeyContext, *, tokens: int, hold_nanos: int) -> tuple[list[Counter], dict[str, str]]:
+async def admit(key: KeyContext, *, tokens: int, hold_nanos: int) -> tuple[SpendTicket | None, dict[str, str]]:
     """Count this request against its key's and organisation's limits, or raise 429 / 402.
 
-    Returns the counters it consumed (to release the spend part if the balance hold fails) and
-    the x-ratelimit-* headers for the response.
+    Returns its spend ticket (None without spend caps), which `spend_settle` must get once the
+    request is settled or refused by the balance, and the x-ratelimit-* headers for the response.
     """
     counters = counters_for(key, tokens=tokens, hold_nanos=hold_nanos)
     if not counters:
-        return [], {}
+        return None, {}
     for _ in range(len(counters) + 1):
-        result = await check_counters(counters)
+        result, in_redis = await _check_counters(counters)
         if not isinstance(result, NeedsSeed):
             break
         counters = [await _seeded(c, key) if c.seed == NEEDS_SEED else c for c in counters]
@@ -338,13 +397,14 @@ async def admit(key: KeyContext, *, tokens: int, hold_nanos: int) -> tuple[list[
             message = (f"Rate limit reached: {counter.limit} {_KIND_NAMES[counter.kind]} for this "
                        f"{_SCOPE_NAMES[counter.scope]}. Try again in {retry_after}s.")  # fmt: skip
         raise LimitError(ErrorKind.RATE_LIMIT, message, retry_after=retry_after, headers=headers)
-    return counters, headers
+    spend = tuple(c for c in counters if c.kind == "spend")
+    return (SpendTicket(spend, in_redis) if spend else None), headers
 
 
 async def _seeded(counter: Counter, key: KeyContext) -> Counter:
     api_key_id = key.key_id if counter.scope == "key" else None
     spent = await run_db(spend_month_nanos, org_id=key.org_id, api_key_id=api_key_id)
-    return Counter(counter.name, counter.kind, counter.scope, counter.amount, counter.limit, counter.ttl_ms, spent)
+    return replace(counter, seed=spent)
 
 
 def reset() -> None:

@@ -1,5 +1,6 @@
 """The OpenAI-only endpoints: embeddings, image generation, audio transcription and speech."""
 
+import io
 import math
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ from proxy.exchange import Exchange
 from proxy.requests import invalid, read_json_body
 from proxy.responses import OPENAI, Call, error_response, json_response, usd_number
 from proxy.translate.errors import ErrorKind, GatewayError
-from proxy.translate.usage import Usage, estimate_text_tokens
+from proxy.translate.usage import Usage, bound_text_tokens, estimate_text_tokens
 from proxy.upstreams import upstream_for
 
 EMBEDDING_FIELDS = frozenset({"input", "encoding_format", "dimensions", "user"})
@@ -37,9 +38,17 @@ TRANSCRIPTION_FIELDS = frozenset(
     }
 )
 MAX_IMAGES = 10
+# What OpenAI's images API accepts over its models (dall-e-2, dall-e-3, gpt-image-1): anything else is a 400
+# here, before a hold, as it would be there. `n` and `quality` are billing multipliers (issue 12).
+IMAGE_SIZES = frozenset({"auto", "256x256", "512x512", "1024x1024", "1536x1024", "1024x1536", "1792x1024", "1024x1792"})
+IMAGE_QUALITIES = frozenset({"auto", "low", "medium", "high", "standard", "hd"})
 MAX_SPEECH_CHARS = 4096
 IMAGE_OUTPUT_TOKEN_RESERVE = 6240  # largest gpt-image output per image (1536px, high): held, then settled
-AUDIO_MIN_BYTES_PER_SECOND = 4000  # 32 kbit/s: the hold assumes audio at least this dense (an upper bound)
+# Transcription holds (issue 12): the audio's duration read from its container (mutagen), else the most
+# seconds its bytes can hold: 750 bytes per second is 6 kbit/s, Opus's lowest bitrate, the lowest of the
+# codecs OpenAI accepts in practice. The hold adds AUDIO_DURATION_SLACK_SECONDS to a parsed duration.
+AUDIO_MIN_BYTES_PER_SECOND = 750
+AUDIO_DURATION_SLACK_SECONDS = 1
 AUDIO_TYPICAL_BYTES_PER_SECOND = 16000  # 128 kbit/s: the estimate when the upstream reports no duration
 
 
@@ -63,7 +72,8 @@ class OpenAIOnlyExchange(Exchange):
     async def answer(
         self, data: dict, route: RouteSpec, attempts: int, usage: Usage, cost: int, units=0
     ) -> HttpResponse:
-        await self.settle(metering.Outcome(usage=usage, cost_nanos=cost, units=units, route=route, attempts=attempts))
+        outcome = metering.Outcome(usage=usage, cost_nanos=cost, units=units, route=route, attempts=attempts)
+        cost = await self.settle(outcome)
         if "model" in data:
             data["model"] = self.spec.name
         if isinstance(data.get("usage"), dict):
@@ -149,15 +159,17 @@ class TranscriptionExchange(OpenAIOnlyExchange):
             usage = Usage(input_tokens=int(reported.get("input_tokens") or 0),
                           output_tokens=int(reported.get("output_tokens") or 0))  # fmt: skip
         seconds = reported.get("seconds") if reported.get("type") == "duration" else (data or {}).get("duration")
-        if not isinstance(seconds, (int, float)):
-            seconds = math.ceil(len(self.file[1]) / AUDIO_TYPICAL_BYTES_PER_SECOND)
+        if not isinstance(seconds, (int, float)):  # text, srt, vtt: the container's duration, else an estimate
+            duration = audio_duration_seconds(self.file[1])
+            seconds = math.ceil(len(self.file[1]) / AUDIO_TYPICAL_BYTES_PER_SECOND if duration is None else duration)
             usage.estimated = reported.get("type") != "tokens"
         cost = metering.usage_cost(usage, self.spec.prices) + unit_cost(
             seconds, self.spec.unit_prices.audio_minute_nanos, per=60
         )
         if data is not None:
             return await self.answer(data, route, attempts, usage, cost, units=seconds)
-        await self.settle(metering.Outcome(usage=usage, cost_nanos=cost, units=seconds, route=route, attempts=attempts))
+        outcome = metering.Outcome(usage=usage, cost_nanos=cost, units=seconds, route=route, attempts=attempts)
+        cost = await self.settle(outcome)
         response = HttpResponse(raw, content_type=reply.content_type or "text/plain")
         return self.call.headers(response, cost_nanos=cost)
 
@@ -224,7 +236,13 @@ async def embeddings(request: HttpRequest) -> HttpResponse:
             raise invalid("`input` may hold at most 2048 items.", "input")
         estimate = sum(estimate_text_tokens(t) if isinstance(t, str) else len(t) if isinstance(t, list) else 1
                        for t in texts)  # fmt: skip
-        hold = await metering.hold_open(call, key, cost_for(TokenCounts(input_tokens=estimate), spec.prices))
+        # The hold: a text is at most its UTF-8 bytes in tokens, a token array its length (issue 12).
+        bounds = [bound_text_tokens(t) if isinstance(t, str) else len(t) if isinstance(t, list) else 1
+                  for t in texts]  # fmt: skip
+        if spec.context_window:  # an input longer than the model reads is refused: none is billed more
+            bounds = [min(bound, spec.context_window) for bound in bounds]
+        reserve = cost_for(TokenCounts(input_tokens=sum(bounds)), spec.prices)
+        hold = await metering.hold_open(call, key, reserve, tokens=estimate)
     except GatewayError as exc:
         return error_response(call, exc)
     return await EmbeddingsExchange(call, key, spec, hold, body=body, estimate=estimate).run()
@@ -239,21 +257,53 @@ async def images(request: HttpRequest) -> HttpResponse:
         if not isinstance(body.get("prompt"), str) or not body["prompt"].strip():
             raise invalid("`prompt` is required and must be a non-empty string.", "prompt")
         count = body.get("n", 1)
+        if count is None:
+            count = 1
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_IMAGES:
             raise invalid(f"`n` must be an integer between 1 and {MAX_IMAGES}.", "n")
+        for name, accepted in (("size", IMAGE_SIZES), ("quality", IMAGE_QUALITIES)):
+            value = body.get(name)
+            if value is not None and value not in accepted:
+                raise invalid(f"`{name}` must be one of {', '.join(sorted(accepted))}.", name)
         prices = spec.prices
         reserve = cost_for(
             TokenCounts(
-                input_tokens=estimate_text_tokens(body["prompt"]), output_tokens=count * IMAGE_OUTPUT_TOKEN_RESERVE
+                input_tokens=bound_text_tokens(body["prompt"]), output_tokens=count * IMAGE_OUTPUT_TOKEN_RESERVE
             ),
             TokenPrices(
                 input_nanos_per_mtok=prices.input_nanos_per_mtok, output_nanos_per_mtok=prices.output_nanos_per_mtok
             ),
         ) + unit_cost(count, spec.unit_prices.image_nanos)
-        hold = await metering.hold_open(call, key, reserve)
+        hold = await metering.hold_open(call, key, reserve, tokens=estimate_text_tokens(body["prompt"]))
     except GatewayError as exc:
         return error_response(call, exc)
     return await ImagesExchange(call, key, spec, hold, body=body, count=count).run()
+
+
+def audio_seconds_bound(content: bytes) -> int:
+    """Most seconds of audio a transcription can be billed for: the duration its container states
+    (mutagen: MP3, MP4/M4A, Ogg, FLAC, WAV, ...) plus a second, else the most its bytes can hold at
+    AUDIO_MIN_BYTES_PER_SECOND. The money rule (proxy/metering.py) caps the debit at this hold."""
+    duration = audio_duration_seconds(content)
+    if duration is not None:
+        return math.ceil(duration) + AUDIO_DURATION_SLACK_SECONDS
+    return max(math.ceil(len(content) / AUDIO_MIN_BYTES_PER_SECOND), 1)
+
+
+def audio_duration_seconds(content: bytes) -> float | None:
+    """The duration an audio file's container states, or None (not parsed, or mutagen missing)."""
+    try:
+        import mutagen  # pure Python; imported here so a missing package only costs the bytes bound
+    except ImportError:
+        return None
+    try:
+        parsed = mutagen.File(io.BytesIO(content))
+    except Exception:  # any malformed file: mutagen raises many kinds; the bytes bound applies
+        return None
+    length = getattr(getattr(parsed, "info", None), "length", None)
+    if not isinstance(length, (int, float)) or not math.isfinite(length) or length <= 0:
+        return None
+    return float(length)
 
 
 async def transcriptions(request: HttpRequest) -> HttpResponse:
@@ -271,9 +321,13 @@ async def transcriptions(request: HttpRequest) -> HttpResponse:
         spec = await _resolve(key, "transcription", request.POST.get("model"))
         content = upload.read()
         fields = {name: request.POST.get(name) for name in request.POST if name != "model"}
-        max_seconds = math.ceil(len(content) / AUDIO_MIN_BYTES_PER_SECOND) or 1
+        max_seconds = audio_seconds_bound(content)
+        # Token-priced models: audio tokens (50 a second is above any provider's rate), the text
+        # prompt's bytes, and 10 output tokens a second (speech is about 3).
+        prompt = fields.get("prompt") or ""
         reserve = unit_cost(max_seconds, spec.unit_prices.audio_minute_nanos, per=60) + cost_for(
-            TokenCounts(input_tokens=max_seconds * 50, output_tokens=max_seconds * 10), spec.prices
+            TokenCounts(input_tokens=max_seconds * 50 + bound_text_tokens(prompt), output_tokens=max_seconds * 10),
+            spec.prices,
         )
         hold = await metering.hold_open(call, key, reserve)
     except GatewayError as exc:

@@ -31,6 +31,15 @@ Unscripted replies are deterministic, so tests can predict every byte that matte
   words. A stream sends the thought, then the text word by word (each chunk with running usageMetadata), and
   the last chunk carries finishReason and the final usageMetadata; no end marker. Function-call ids: "fc_mock1".
 
+* ``n`` (Chat Completions, 1..128 as OpenAI accepts): that many choices, each the same reply with its own
+  ``index`` (streamed interleaved); ``completion_tokens`` counts every choice.
+* ``worst_case_tokens = True`` (issue 12): the usage an adversarial prompt gets from a real provider at
+  most. Prompt tokens are the UTF-8 bytes of every text (a BPE tokenizer never makes more tokens than bytes)
+  plus TOKENS_PER_MESSAGE each, images count WORST_CASE_IMAGE_TOKENS, and every choice's answer fills its
+  output cap (WORST_CASE_UNCAPPED_WORDS words without one).
+* Images (``/v1/images/generations``): ``n`` 1..10, ``size`` and ``quality`` among what OpenAI accepts, else 400.
+  Transcriptions report the duration the audio container states (mutagen), else bytes / 16000.
+
 A ``Script`` queued with ``enqueue()`` replaces all of that (auth included) for the next request to its path.
 """
 
@@ -39,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import io
 import json
 import math
 import re
@@ -68,6 +78,10 @@ TOKENS_PER_TOOL_CALL = 5
 AUDIO_BYTES_PER_SECOND = 16000
 SPEECH_BYTES_PER_CHARACTER = 100
 IMAGE_OUTPUT_TOKENS = 272
+WORST_CASE_IMAGE_TOKENS = 1600  # a large image at Anthropic's 1.15 MP (OpenAI's gpt-4o high detail: 1445 at most)
+WORST_CASE_UNCAPPED_WORDS = 5000  # the answer to a request without an output cap in worst-case mode
+IMAGE_SIZES = ("auto", "256x256", "512x512", "1024x1024", "1536x1024", "1024x1536", "1792x1024", "1024x1792")
+IMAGE_QUALITIES = ("auto", "low", "medium", "high", "standard", "hd")
 GEMINI_MODELS = {"gemini-2.5-flash": "Gemini 2.5 Flash", "gemini-2.5-pro": "Gemini 2.5 Pro"}
 GEMINI_PATH_PREFIX = "/v1beta/models/"
 OPENAI_MODELS = ("gpt-4o-mini", "gpt-4.1", "o4-mini", "text-embedding-3-small", "gpt-image-1", "whisper-1")
@@ -236,6 +250,7 @@ class MockUpstream:
         self.host = host
         self.port = port
         self.requests: list[RecordedRequest] = []
+        self.worst_case_tokens = False  # see the module docstring
         self._lock = threading.Lock()
         self._scripts: defaultdict[str, deque[Script]] = defaultdict(deque)
         self._ids: Counter[str] = Counter()
@@ -410,11 +425,18 @@ class MockUpstream:
     def _chat_completions(self, record: RecordedRequest) -> Script:
         body = _json_body(record, "model")
         _openai_validate_messages(body.get("messages"))
+        choices = body.get("n", 1) if body.get("n") is not None else 1
+        if isinstance(choices, bool) or not isinstance(choices, int) or not 1 <= choices <= 128:
+            raise _InvalidRequestError(f"Invalid 'n': {choices!r}. Expected a value between 1 and 128.", param="n")
         prompt_tokens = _openai_prompt_tokens(body["messages"])
         stop = body.get("stop") or []
         limit = body.get("max_completion_tokens")
+        user_text = _openai_user_text(body["messages"])
+        if self.worst_case_tokens:
+            prompt_tokens = _worst_prompt_tokens(body["messages"])
+            user_text = _filler(body.get("max_tokens") if limit is None else limit)
         reply = _plan_reply(
-            user_text=_openai_user_text(body["messages"]),
+            user_text=user_text,
             tool_call=self._tool_call("call_", _openai_tool_to_call(body)),
             reasoning=body.get("reasoning_effort") not in (None, "none", "minimal"),
             stop_sequences=[stop] if isinstance(stop, str) else stop,
@@ -426,10 +448,17 @@ class MockUpstream:
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             chunks = _openai_chunks(
-                reply, completion_id=completion_id, model=model, created=created, include_usage=include_usage
+                reply,
+                completion_id=completion_id,
+                model=model,
+                created=created,
+                include_usage=include_usage,
+                choices=choices,
             )
             return Script(sse=chunks)
-        return Script(json=_openai_completion(reply, completion_id=completion_id, model=model, created=created))
+        return Script(
+            json=_openai_completion(reply, completion_id=completion_id, model=model, created=created, choices=choices)
+        )
 
     def _responses(self, record: RecordedRequest) -> Script:
         """OpenAI Responses (PROTOCOLS-RESPONSES §1): validated as strictly as the API; stateless (store is
@@ -458,8 +487,15 @@ class MockUpstream:
         body = _json_body(record, "model", "max_tokens", "messages")
         _anthropic_validate(body)
         prompt_tokens = _anthropic_prompt_tokens(body)
+        user_text = _anthropic_user_text(body["messages"])
+        if self.worst_case_tokens:
+            system = body.get("system")
+            prompt_tokens = _worst_prompt_tokens([{"content": system}] if system else []) + _worst_prompt_tokens(
+                body["messages"]
+            )
+            user_text = _filler(body["max_tokens"])
         reply = _plan_reply(
-            user_text=_anthropic_user_text(body["messages"]),
+            user_text=user_text,
             tool_call=self._tool_call("toolu_mock", _anthropic_tool_to_call(body)),
             reasoning=(body.get("thinking") or {}).get("type") in ("enabled", "adaptive"),
             stop_sequences=body.get("stop_sequences") or [],
@@ -495,7 +531,15 @@ class MockUpstream:
 
     def _image_generations(self, record: RecordedRequest) -> Script:
         body = _json_body(record, "prompt")
-        count = body.get("n") or 1
+        count = body.get("n") if body.get("n") is not None else 1
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 10:
+            raise _InvalidRequestError(f"Invalid 'n': {count!r}. Expected a value between 1 and 10.", param="n")
+        for name, accepted in (("size", IMAGE_SIZES), ("quality", IMAGE_QUALITIES)):
+            if body.get(name) is not None and body[name] not in accepted:
+                raise _InvalidRequestError(
+                    f"Invalid value: {body[name]!r}. Supported values are: {', '.join(map(repr, accepted))}.",
+                    param=name,
+                )
         input_tokens = _words(body["prompt"])
         output_tokens = IMAGE_OUTPUT_TOKENS * count
         usage = {
@@ -512,7 +556,10 @@ class MockUpstream:
         if not isinstance(audio, bytes) or "model" not in record.form:
             raise _InvalidRequestError("file and model are required multipart fields", param="file")
         text = f"transcribed {len(audio)} bytes"
-        usage = {"type": "duration", "seconds": max(1, math.ceil(len(audio) / AUDIO_BYTES_PER_SECOND))}
+        seconds = _audio_duration(audio)
+        if seconds is None:
+            seconds = len(audio) / AUDIO_BYTES_PER_SECOND
+        usage = {"type": "duration", "seconds": max(1, math.ceil(seconds))}
         response_format = record.form.get("response_format", "json")
         if response_format == "text":
             return Script(raw=text.encode(), headers={"Content-Type": "text/plain; charset=utf-8"})
@@ -753,6 +800,39 @@ def _words(text: str) -> int:
     return len(text.split())
 
 
+def _worst_prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    """Worst-case mode: the UTF-8 bytes of every text part (a BPE tokenizer's most), images at
+    WORST_CASE_IMAGE_TOKENS, TOKENS_PER_MESSAGE each."""
+    total = 0
+    for message in messages:
+        content = message.get("content")
+        parts = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+        for part in parts:
+            if part.get("type") == "text":
+                total += len(part["text"].encode("utf-8"))
+            elif part.get("type") in ("image_url", "image"):
+                total += WORST_CASE_IMAGE_TOKENS
+        total += TOKENS_PER_MESSAGE
+    return total
+
+
+def _filler(words: int | None) -> str:
+    """A user text whose echo fills `words` output tokens (the echo prefix is one of them)."""
+    return " ".join(["word"] * (words or WORST_CASE_UNCAPPED_WORDS))
+
+
+def _audio_duration(audio: bytes) -> float | None:
+    """The duration a real provider would bill: what the container states (it decodes the audio)."""
+    try:
+        import mutagen
+
+        parsed = mutagen.File(io.BytesIO(audio))
+    except Exception:
+        return None
+    length = getattr(getattr(parsed, "info", None), "length", None)
+    return float(length) if isinstance(length, (int, float)) and length > 0 else None
+
+
 def _word_pieces(text: str) -> list[str]:
     """Split into words that keep their trailing whitespace, so the pieces concatenate back to ``text``."""
     return re.findall(r"\s*\S+\s*", text)
@@ -868,19 +948,22 @@ def _openai_answers_tool_results(messages: list[dict[str, Any]]) -> bool:
     return False
 
 
-def _openai_usage(reply: _Reply) -> dict[str, Any]:
+def _openai_usage(reply: _Reply, choices: int = 1) -> dict[str, Any]:
+    output = reply.output_tokens * choices
     usage: dict[str, Any] = {
         "prompt_tokens": reply.prompt_tokens,
-        "completion_tokens": reply.output_tokens,
-        "total_tokens": reply.prompt_tokens + reply.output_tokens,
+        "completion_tokens": output,
+        "total_tokens": reply.prompt_tokens + output,
         "prompt_tokens_details": {"cached_tokens": reply.cached_tokens},
     }
     if reply.reasoning:
-        usage["completion_tokens_details"] = {"reasoning_tokens": _words(reply.reasoning)}
+        usage["completion_tokens_details"] = {"reasoning_tokens": _words(reply.reasoning) * choices}
     return usage
 
 
-def _openai_completion(reply: _Reply, *, completion_id: str, model: str, created: int) -> dict[str, Any]:
+def _openai_completion(
+    reply: _Reply, *, completion_id: str, model: str, created: int, choices: int = 1
+) -> dict[str, Any]:
     message: dict[str, Any] = {
         "role": "assistant",
         "content": None if reply.tool_call else reply.text,
@@ -898,26 +981,33 @@ def _openai_completion(reply: _Reply, *, completion_id: str, model: str, created
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": _FINISH_REASONS[reply.stop], "logprobs": None}],
-        "usage": _openai_usage(reply),
+        "choices": [
+            {"index": index, "message": message, "finish_reason": _FINISH_REASONS[reply.stop], "logprobs": None}
+            for index in range(choices)
+        ],
+        "usage": _openai_usage(reply, choices),
         "system_fingerprint": None,
     }
 
 
 def _openai_chunks(
-    reply: _Reply, *, completion_id: str, model: str, created: int, include_usage: bool
+    reply: _Reply, *, completion_id: str, model: str, created: int, include_usage: bool, choices: int = 1
 ) -> list[SSEEvent | Delay]:
-    """The §1.4 chunk sequence: role, reasoning and content word by word, tool call, finish, usage, [DONE]."""
+    """The §1.4 chunk sequence: role, reasoning and content word by word, tool call, finish, usage, [DONE];
+    with ``n`` > 1 each delta once per choice, in index order."""
     head = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
 
-    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> SSEEvent:
-        data: dict[str, Any] = {
-            **head,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
-        }
-        if include_usage:
-            data["usage"] = None
-        return None, data
+    def chunks(delta: dict[str, Any], finish_reason: str | None = None) -> list[SSEEvent]:
+        out: list[SSEEvent] = []
+        for index in range(choices):
+            data: dict[str, Any] = {
+                **head,
+                "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+            }
+            if include_usage:
+                data["usage"] = None
+            out.append((None, data))
+        return out
 
     deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
     deltas += [{"reasoning_content": piece} for piece in _word_pieces(reply.reasoning or "")]
@@ -928,10 +1018,10 @@ def _openai_chunks(
         deltas.append({"tool_calls": [opening]})
         fragments = _halves(call.arguments)
         deltas += [{"tool_calls": [{"index": 0, "function": {"arguments": part}}]} for part in fragments]
-    events: list[SSEEvent | Delay] = [chunk(delta) for delta in deltas]
-    events.append(chunk({}, _FINISH_REASONS[reply.stop]))
+    events: list[SSEEvent | Delay] = [event for delta in deltas for event in chunks(delta)]
+    events += chunks({}, _FINISH_REASONS[reply.stop])
     if include_usage:
-        events.append((None, {**head, "choices": [], "usage": _openai_usage(reply)}))
+        events.append((None, {**head, "choices": [], "usage": _openai_usage(reply, choices)}))
     events.append((None, "[DONE]"))
     return events
 

@@ -26,6 +26,18 @@ IMAGE_TOKENS = 1000  # between OpenAI's 765 (1024² high detail) and Anthropic's
 DOCUMENT_TOKENS = 3000  # a few PDF pages; audio counts the same
 MESSAGE_OVERHEAD_TOKENS = 4  # role and framing tokens per message
 
+# Upper bounds for holds (issue 12): what a request's prompt can cost at most, whatever its text.
+# Byte-level BPE tokenizers (OpenAI, Anthropic) and SentencePiece with byte fallback (Gemini, Llama)
+# never produce more tokens than the UTF-8 bytes they read, so the bytes of the request's JSON (every
+# text field plus the syntax around it, which outweighs the few role/framing tokens per message) bound
+# its text tokens. Media are counted apart, at a fixed bound each, and the model's context window (an
+# upstream refuses a longer prompt) caps the sum when the catalog knows it.
+IMAGE_TOKENS_BOUND = 6000  # largest per-image cost of the providers served: OpenAI patch models ≈ 2.5k-4k,
+# gpt-4o high detail 768×2048 = 1445, Claude ≈ 1.6k (1.15 MP; ≈ 4.8k for its largest high-resolution tier)
+DOCUMENT_TOKENS_BOUND = 100_000  # a PDF, file or audio part: a PDF's compressed text can beat its byte size
+TOOLS_PROMPT_TOKENS_BOUND = 1024  # the system prompt a provider adds when tools are present (Anthropic ≈ 350)
+_MEDIA_PART_TYPES = frozenset({"image_url", "image", "input_image", "input_audio", "file", "input_file"})
+
 # Bounds on reported counts. No model reads more than ~10M tokens of context today: ten times that
 # in one count is a broken upstream, not a bill. Output other than reported reasoning may exceed the
 # request's cap a little (providers count framing loosely) but never "by far": 2 × cap + OUTPUT_SLACK_TOKENS.
@@ -46,12 +58,19 @@ class UsageBounds:
     max_output_tokens: int | None = None
     input_estimate: Callable[[], int] | None = None
     logged: set[str] = field(default_factory=set)
+    choices: int = 1  # O `n` / Gemini candidateCount: each choice may produce up to the cap
 
     @property
     def output_ceiling(self) -> int | None:
         """The most non-reasoning output tokens billed as reported; above it the cap is billed."""
         cap = self.max_output_tokens
-        return None if cap is None else 2 * cap + OUTPUT_SLACK_TOKENS
+        return None if cap is None else self.choices * (2 * cap + OUTPUT_SLACK_TOKENS)
+
+    @property
+    def output_replacement(self) -> int | None:
+        """What absurd output is billed as: the cap of every choice (what the hold covered)."""
+        cap = self.max_output_tokens
+        return None if cap is None else self.choices * cap
 
 
 # The bounds of the current request's latest upstream attempt. A context variable because usage is
@@ -148,7 +167,7 @@ class Usage:
             if name == "input_tokens" and bounds is not None and bounds.input_estimate is not None:
                 counts[name] = bounds.input_estimate()
             elif name == "output_tokens" and bounds is not None and bounds.max_output_tokens is not None:
-                counts[name] = bounds.max_output_tokens
+                counts[name] = bounds.output_replacement
             else:
                 counts[name] = 0
         counts["reasoning_tokens"] = min(counts["reasoning_tokens"], counts["output_tokens"])
@@ -159,7 +178,7 @@ class Usage:
                 f"output_tokens={counts['output_tokens']} is far above the request's max tokens "
                 f"{bounds.max_output_tokens}"
             )
-            counts["output_tokens"] = counts["reasoning_tokens"] + bounds.max_output_tokens
+            counts["output_tokens"] = counts["reasoning_tokens"] + bounds.output_replacement
         for name, count in counts.items():
             setattr(self, name, count)
         if problems:
@@ -393,3 +412,51 @@ def anthropic_response_usage(resp: dict, input_estimate: int) -> Usage:
         return usage_from_anthropic(resp["usage"])
     output = _anthropic_content_tokens(resp.get("content"))
     return Usage(input_tokens=input_estimate, output_tokens=output, estimated=True)
+
+
+# -- upper bounds for holds (issue 12) -------------------------------------------------------------------
+
+
+def bound_text_tokens(text: str) -> int:
+    """Most tokens `text` can be: its UTF-8 bytes (no BPE tokenizer makes more tokens than bytes)."""
+    return len(text.encode("utf-8"))
+
+
+def _is_media(part: dict) -> bool:
+    kind = part.get("type")
+    if kind == "document":  # A: text and content documents are text (counted as bytes), others are media
+        source = part.get("source")
+        return not (isinstance(source, dict) and source.get("type") in ("text", "content"))
+    return kind in _MEDIA_PART_TYPES
+
+
+def _media_bound(value: object) -> tuple[int, int]:
+    """(JSON bytes of the media parts inside `value`, their token bound): media are priced apart."""
+    if isinstance(value, list):
+        pairs = [_media_bound(item) for item in value]
+        return sum(p[0] for p in pairs), sum(p[1] for p in pairs)
+    if not isinstance(value, dict):
+        return 0, 0
+    if _is_media(value):
+        bound = (
+            IMAGE_TOKENS_BOUND
+            if value.get("type") in ("image_url", "image", "input_image")
+            else (DOCUMENT_TOKENS_BOUND)
+        )
+        return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()), bound
+    pairs = [_media_bound(item) for item in value.values() if isinstance(item, (dict, list))]
+    return sum(p[0] for p in pairs), sum(p[1] for p in pairs)
+
+
+def bound_prompt_tokens(body: dict, *, body_bytes: int | None = None) -> int:
+    """Most input tokens a chat request (either protocol) can be billed, before the context window cap.
+
+    The UTF-8 bytes of the whole JSON body — every text field, tool definition, schema and the syntax
+    around them — except media parts, which count IMAGE_TOKENS_BOUND / DOCUMENT_TOKENS_BOUND each;
+    plus TOOLS_PROMPT_TOKENS_BOUND when tools are declared. `body_bytes`: the body's size when known.
+    """
+    if body_bytes is None:
+        body_bytes = len(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode())
+    media_bytes, media_tokens = _media_bound([body.get("messages"), body.get("system")])
+    tools = TOOLS_PROMPT_TOKENS_BOUND if body.get("tools") or body.get("functions") else 0
+    return max(body_bytes - media_bytes, 0) + media_tokens + tools

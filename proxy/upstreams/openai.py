@@ -44,8 +44,11 @@ class OpenAIUpstream:
         )
 
     async def chat(self, body: dict) -> http.UpstreamReply:
+        n = body.get("n")
         bounds = UsageBounds(
-            max_output_tokens=output_cap(body), input_estimate=lambda: estimate_openai_prompt_tokens(body)
+            max_output_tokens=output_cap(body),
+            input_estimate=lambda: estimate_openai_prompt_tokens(body),
+            choices=n if type(n) is int and n > 0 else 1,  # every choice may reach the cap (issue 12)
         )
         return await self._post("/chat/completions", json=body, usage_bounds=bounds)
 

@@ -23,6 +23,9 @@ from proxy.tests.mock_upstream import Script
 pytestmark = [pytest.mark.integration, pytest.mark.embedded]
 
 HELLO = [{"role": "user", "content": "hello there"}]
+# A prompt as long as the cached and written tokens the fixtures report: a real upstream never counts
+# more tokens than the prompt's bytes, and a request is never billed above its hold (issue 12).
+CACHED_PROMPT = [{"role": "user", "content": "hello there " + "cached context " * 200}]
 UPSTREAM_PATH = {"gpt-test": "/v1/chat/completions", "claude-test": "/v1/messages"}
 
 
@@ -91,10 +94,10 @@ A_TOKENS = Tokens(input=10, cache_read=2000, cache_write=400, output=7)  # edge 
 
 def _ask(gateway, protocol: str, model: str, **params):
     if protocol == "openai":
-        raw = gateway.openai().chat.completions.with_raw_response.create(model=model, messages=HELLO, **params)
+        raw = gateway.openai().chat.completions.with_raw_response.create(model=model, messages=CACHED_PROMPT, **params)
     else:
         raw = gateway.anthropic().messages.with_raw_response.create(
-            model=model, max_tokens=50, messages=HELLO, **params
+            model=model, max_tokens=50, messages=CACHED_PROMPT, **params
         )
     return raw, raw.parse()
 
@@ -155,11 +158,11 @@ def test_anthropic_stream_usage_is_cumulative(gateway, protocol, case, final_usa
     # when
     if protocol == "openai":
         chunks = list(gateway.openai().chat.completions.create(
-            model="claude-test", messages=HELLO, stream=True, stream_options={"include_usage": True}))  # fmt: skip
+            model="claude-test", messages=CACHED_PROMPT, stream=True, stream_options={"include_usage": True}))  # fmt: skip
         assert openai_usage_numbers(chunks[-1].usage) == tokens
         assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (2425, 15)
     else:
-        with gateway.anthropic().messages.stream(model="claude-test", max_tokens=50, messages=HELLO) as stream:
+        with gateway.anthropic().messages.stream(model="claude-test", max_tokens=50, messages=CACHED_PROMPT) as stream:
             message = stream.get_final_message()
         assert anthropic_usage_numbers(message.usage) == tokens
 
@@ -179,11 +182,13 @@ def test_openai_stream_usage_with_cache_is_mapped_and_billed(gateway, protocol):
     # when
     if protocol == "openai":
         chunks = list(gateway.openai().chat.completions.create(
-            model="gpt-test", messages=HELLO, stream=True, stream_options={"include_usage": True}))  # fmt: skip
+            model="gpt-test", messages=CACHED_PROMPT, stream=True, stream_options={"include_usage": True}))  # fmt: skip
         assert openai_usage_numbers(chunks[-1].usage) == tokens
         assert cost_of(chunks[-1].usage) == usd(token_cost_nanos("gpt-test", tokens))
     else:
-        events = list(gateway.anthropic().messages.create(model="gpt-test", max_tokens=50, messages=HELLO, stream=True))
+        events = list(
+            gateway.anthropic().messages.create(model="gpt-test", max_tokens=50, messages=CACHED_PROMPT, stream=True)
+        )
         (delta,) = [event for event in events if event.type == "message_delta"]
         assert (delta.usage.input_tokens, delta.usage.cache_read_input_tokens, delta.usage.output_tokens) == (
             86,
