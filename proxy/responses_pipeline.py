@@ -179,7 +179,15 @@ async def responses_create(request: HttpRequest) -> HttpResponse:
             items = responses_input_items(body)
         responses_items_check(items)
         input_estimate = estimate_responses_prompt_tokens(body, items)
-        hold_amount = metering.chat_hold_nanos(spec, input_tokens=input_estimate, max_output_tokens=max_output)
+        # The hold covers the worst case (issue 12): every byte of the expanded input (a stored
+        # previous_response_id chain is not in this body) may be a token; max_output_tokens counts reasoning.
+        hold_amount = metering.chat_hold_nanos(
+            spec,
+            input_tokens=metering.chat_input_bound(spec, {**body, "input": items}),
+            max_output_tokens=max_output,
+            thinking_in_cap=True,
+            tools_nanos=metering.server_tools_hold_nanos(spec, body),
+        )
         hold = await metering.hold_open(call, key, hold_amount, tokens=input_estimate)
     except GatewayError as exc:
         return error_response(call, exc)
