@@ -267,11 +267,15 @@ def responses_items_check(items: list[dict]) -> None:
 
 
 def responses_needs_expansion(body: dict) -> bool:
-    """previous_response_id or an item_reference: the stored history must be fetched (§4.1)."""
+    """previous_response_id, an item_reference or an id-only reasoning item: the store must be read (§4.1)."""
     if body.get("previous_response_id"):
         return True
     source = body.get("input")
-    return isinstance(source, list) and any(isinstance(i, dict) and i.get("type") == "item_reference" for i in source)
+    return isinstance(source, list) and any(
+        isinstance(i, dict)
+        and (i.get("type") == "item_reference" or (i.get("type") == "reasoning" and not i.get("encrypted_content")))
+        for i in source
+    )
 
 
 def estimate_responses_prompt_tokens(body: dict, items: list[dict]) -> int:
