@@ -121,8 +121,13 @@ def deactivate_action(client, tenant):
 
 @pytest.mark.parametrize(
     "write",
-    [revoke_in_key_change_form, limit_models_in_key_change_form, revoke_action,
-     deactivate_in_org_change_form, deactivate_action],  # fmt: skip
+    [
+        revoke_in_key_change_form,
+        limit_models_in_key_change_form,
+        revoke_action,
+        deactivate_in_org_change_form,
+        deactivate_action,
+    ],
     ids=lambda f: f.__name__,
 )
 def test_an_admin_write_reaches_another_gateway_process_within_a_second(gateway, staff_client, other_process, write):
