@@ -8,7 +8,7 @@ from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.http import Http404, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
+from django.http import Http404, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -131,10 +131,12 @@ def redeem(request):
     return _see_other(reverse("billing:overview"))
 
 
+class HttpResponseSeeOther(HttpResponseRedirect):
+    status_code = 303  # after a POST: the browser GETs the page (PRG)
+
+
 def _see_other(url: str) -> HttpResponse:
-    response = HttpResponse(status=303)
-    response["Location"] = url
-    return response
+    return HttpResponseSeeOther(url)
 
 
 def _usd_field(request, name: str) -> int:
