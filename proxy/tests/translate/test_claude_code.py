@@ -60,8 +60,12 @@ def claude_code_body(**overrides) -> dict:
         "tools": [tool("Bash"), tool("Read"), tool("WebFetch", defer_loading=True)],
         "messages": [
             {"role": "user", "content": [{"type": "text", "text": "hello"}]},
-            {"role": "system", "content": [{"type": "text", "text": "<system-reminder>today</system-reminder>",
-                                            "cache_control": CACHE}]},  # fmt: skip
+            {
+                "role": "system",
+                "content": [
+                    {"type": "text", "text": "<system-reminder>today</system-reminder>", "cache_control": CACHE}
+                ],
+            },
             {"role": "assistant", "content": [{"type": "text", "text": "Hi."}]},
             {"role": "user", "content": "list files"},
         ],
@@ -125,8 +129,15 @@ def test_system_message_to_openai(_case, target, system_content, expected):
 
 
 def test_hoist_without_leading_system_creates_one():
-    body = {"max_tokens": 10, "messages": [{"role": "user", "content": "hello"}, {"role": "system", "content": "n"},
-                                           {"role": "assistant", "content": "ok"}, {"role": "user", "content": "go"}]}
+    body = {
+        "max_tokens": 10,
+        "messages": [
+            {"role": "user", "content": "hello"},
+            {"role": "system", "content": "n"},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "go"},
+        ],
+    }
     out = anthropic_request_to_openai(body, TargetModel(upstream_model="g", mid_system="hoist")).body
     assert out["messages"] == [
         {"role": "system", "content": "n"},
@@ -201,8 +212,11 @@ def test_tool_changes_fold_in_order():
                                                                          "server_name": "gh"}}]},
     ]  # fmt: skip
     fold = anthropic_tool_fold([tool("Bash"), tool("Read")], messages)
-    assert (fold.active, fold.changed, sorted(fold.explicitly_added)) == (["Read", "Lint", "Bash"], True,
-                                                                          ["Bash", "Lint"])
+    assert (fold.active, fold.changed, sorted(fold.explicitly_added)) == (
+        ["Read", "Lint", "Bash"],
+        True,
+        ["Bash", "Lint"],
+    )
 
 
 def test_tool_choice_any_becomes_required_allowed_tools():
