@@ -187,6 +187,20 @@ def test_anthropic_route_with_flag(routes):
     assert upstream.headers["anthropic-beta"] == CLAUDE_CODE_BETAS.replace(",", ", ")
 
 
+def test_count_tokens_without_flag(routes):
+    body = claude_code_body()
+    result = routes.anthropic().messages.count_tokens(
+        model="claude-test", messages=body["messages"], system=body["system"], tools=body["tools"]
+    )
+    upstream = routes.mock.requests[-1]
+    assert upstream.path == "/v1/messages/count_tokens"
+    assert [m["role"] for m in upstream.json["messages"]] == ["user", "assistant", "user"]
+    # the mock's count: words of every text + 10 per part (system, three messages)
+    assert result.input_tokens == (len(BILLING.split()) + 4 + 2 + 10) + (1 + 10) + (1 + 10) + (2 + 10) + len(
+        REMINDER.split()
+    )
+
+
 def test_beta_allowlist_provider(routes):
     _send(routes, "claude-strict", {"max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]})
     assert routes.mock.requests[-1].headers["anthropic-beta"] == "interleaved-thinking-2025-05-14, effort-v2"
