@@ -25,6 +25,14 @@ BILLING_HEADER_PREFIX = "x-anthropic-billing-header:"  # Claude Code's per-versi
 TOOL_CHANGE_TYPES = ("tool_addition", "tool_removal")
 
 
+def first_system_index(messages: object) -> int:
+    """Index (in the client's list) of the first system message or message with a `mid_conv_system` block."""
+    for index, message in enumerate(messages if isinstance(messages, list) else []):
+        if has_system_messages([message]):
+            return index
+    return 0
+
+
 def mid_system_not_supported(index: int) -> TranslationError:
     """M7: the wording and code both of Claude Code's matchers accept (it then folds the text into a user turn)."""
     error = TranslationError(

@@ -374,3 +374,12 @@ def test_only_expired_system_messages_leave_system_as_it_was():
         "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "ok"},
                      {"role": "user", "content": "b"}],
     }  # fmt: skip
+
+
+def test_reject_names_the_clients_index_for_a_mid_conv_system_block():
+    messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                {"role": "user", "content": [{"type": "text", "text": "c"},
+                                             {"type": "mid_conv_system", "content": "rule"}]}]  # fmt: skip
+    with pytest.raises(TranslationError) as info:
+        anthropic_request_to_openai({"max_tokens": 5, "messages": messages}, TargetModel("g", mid_system="reject"))
+    assert info.value.message == "messages.2.role: role 'system' is not supported on this model"
