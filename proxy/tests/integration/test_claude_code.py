@@ -134,6 +134,26 @@ def test_openai_route(routes, stream):
     assert "context_management" not in sent and "metadata" not in sent and "thinking" not in sent
 
 
+@pytest.mark.parametrize("model", ["gpt-test", "gemini-test", "claude-test", "claude-mid"])
+def test_tool_loop_second_turn(routes, model):
+    # given the first turn's tool call, answered, with a system reminder after the user's prompt
+    body = claude_code_body()
+    body["messages"] = [
+        {"role": "user", "content": "list files"},
+        {"role": "system", "content": REMINDER},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_01", "name": "Bash",
+                                           "input": {"command": "ls"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01", "content": "a.txt"}]},
+    ]  # fmt: skip
+    # when
+    message = _send(routes, model, body, stream=True)
+    # then: the model answers in text; the upstream saw the call and its result
+    assert message.stop_reason == "end_turn"
+    assert message.content[-1].text == "Echo: list files"
+    sent = json.dumps(routes.mock.requests[-1].json)
+    assert "a.txt" in sent and REMINDER in sent
+
+
 def test_openai_route_tool_removal(routes):
     body = claude_code_body()
     body["messages"][1]["content"].append({"type": "tool_removal", "tool": {"type": "tool_reference", "name": "Bash"}})
