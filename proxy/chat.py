@@ -99,6 +99,7 @@ ANTHROPIC_MESSAGES_FIELDS = frozenset(
         "metadata",
         "service_tier",
         "context_management",
+        "mcp_servers",  # the MCP connector (beta mcp-client-*): forwarded as is, its blocks relayed (issue 14)
     ]
 )
 

@@ -56,6 +56,8 @@ def tokens_of(usage: Usage) -> TokenCounts:
         output_tokens=usage.output_tokens,
         cache_read_tokens=usage.cache_read_tokens,
         cache_write_tokens=usage.cache_write_tokens,
+        web_search_requests=usage.web_search_requests,
+        web_fetch_requests=usage.web_fetch_requests,
     )
 
 
@@ -132,13 +134,6 @@ def thinking_budget(body: dict, protocol: str, spec: ModelSpec) -> int:
     return 0
 
 
-def server_tool_call_nanos(spec: ModelSpec, tool_type: str) -> int:
-    """Price of one call of a server tool (`web_search_20250305`, `web_search_options`, ...): the hook
-    for per-call tool prices. None are in the catalog yet: 0 until they are (then every call the hold
-    allows is reserved by `server_tools_hold_nanos`, and the settlement's cap covers it)."""
-    return 0
-
-
 def server_tool_calls(body: dict) -> list[tuple[str, int]]:
     """(type, most calls) of each server tool a request declares: A tools with a `type` other than a
     custom one (web search, web fetch, code execution; `max_uses` or SERVER_TOOL_CALLS_BOUND), and O
@@ -148,15 +143,30 @@ def server_tool_calls(body: dict) -> list[tuple[str, int]]:
         if not isinstance(tool, dict) or tool.get("type") in (None, "function", "custom"):
             continue
         uses = tool.get("max_uses")
-        calls.append((str(tool.get("type")), uses if type(uses) is int and uses > 0 else SERVER_TOOL_CALLS_BOUND))
+        calls.append((str(tool.get("type")), uses if type(uses) is int and uses >= 0 else SERVER_TOOL_CALLS_BOUND))
     if isinstance(body.get("web_search_options"), dict):
         calls.append(("web_search_options", SERVER_TOOL_CALLS_BOUND))
     return calls
 
 
 def server_tools_hold_nanos(spec: ModelSpec, body: dict) -> int:
-    """What the server tools of a request may cost: each tool's per-call price × its max calls."""
-    return sum(calls * server_tool_call_nanos(spec, kind) for kind, calls in server_tool_calls(body))
+    """Most the server tools of a request can cost (issue 14): every web search / web fetch call its
+    tools allow (`max_uses`, else SERVER_TOOL_CALLS_BOUND) at the model's per-call price; 0 without."""
+    searches = fetches = 0
+    for kind, calls in server_tool_calls(body):
+        if kind.startswith("web_search"):  # web_search_20250305, ..., and O `web_search_options`
+            searches += calls
+        elif kind.startswith("web_fetch"):
+            fetches += calls
+    if not searches and not fetches:
+        return 0
+    return cost_for(
+        TokenCounts(web_search_requests=searches, web_fetch_requests=fetches),
+        TokenPrices(
+            web_search_nanos_per_kreq=spec.prices.web_search_nanos_per_kreq,
+            web_fetch_nanos_per_kreq=spec.prices.web_fetch_nanos_per_kreq,
+        ),
+    )
 
 
 def choices_of(body: dict) -> int:
@@ -278,6 +288,8 @@ async def settle(call: Call, key: KeyContext, hold: Hold, spec: ModelSpec, outco
         cache_write_tokens=usage.cache_write_tokens,
         output_tokens=usage.output_tokens,
         reasoning_tokens=usage.reasoning_tokens,
+        web_search_requests=usage.web_search_requests,
+        web_fetch_requests=usage.web_fetch_requests,
         units=outcome.units,
         is_estimated=usage.estimated,
         price_id=spec.price_id,
