@@ -12,6 +12,7 @@ from ninja import NinjaAPI
 from proxy import chat as chat_pipeline
 from proxy import listing, media
 from proxy.responses import ANTHROPIC, OPENAI, Call, error_response
+from proxy.responses_pipeline import responses_create
 from proxy.translate.errors import ErrorKind, GatewayError
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,11 @@ async def chat_completions(request: HttpRequest):
 @api.post("/messages", summary="Create a message (Anthropic protocol)")
 async def messages(request: HttpRequest):
     return await chat_pipeline.chat(request, ANTHROPIC)
+
+
+@api.post("/responses", summary="Create a model response (OpenAI Responses protocol)")
+async def responses(request: HttpRequest):
+    return await responses_create(request)
 
 
 @api.post("/messages/count_tokens", summary="Count the input tokens of a message (Anthropic protocol)")

@@ -4,7 +4,10 @@ auth → parse → resolve model → hold → for each route: convert → upstre
 byte reached the client) → convert back / relay the stream → settle → respond.
 """
 
+import functools
+import hashlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -23,39 +26,21 @@ from proxy.catalog import resolve_model, target_for
 from proxy.exchange import Exchange
 from proxy.relay import AnthropicRelay, OpenAIRelay
 from proxy.requests import check_anthropic_messages, check_openai_chat, read_json_body
-from proxy.responses import ANTHROPIC, OPENAI, Call, error_response, json_response, usd_number
+from proxy.responses import ANTHROPIC, OPENAI, RESPONSES, Call, error_response, json_response, usd_number
 from proxy.sse import KEEPALIVE_OPENAI, PING_ANTHROPIC, SSEItem, encode, with_keepalive
-from proxy.translate import (
-    AnthropicToOpenAIStream,
-    Conversion,
-    OpenAIToAnthropicStream,
-    anthropic_request_to_anthropic,
-    anthropic_request_to_openai,
-    anthropic_response_to_openai,
-    openai_request_to_anthropic,
-    openai_request_to_openai,
-    openai_response_to_anthropic,
-)
+from proxy.translate import Conversion, anthropic_request_to_anthropic, openai_request_to_openai
+from proxy.translate.envelope import Sealer
 from proxy.translate.errors import ErrorKind, GatewayError, anthropic_stream_error, openai_stream_error
-from proxy.translate.gemini import (
-    anthropic_request_to_gemini,
-    gemini_response_to_anthropic,
-    gemini_response_to_openai,
-    openai_request_to_gemini,
-    usage_from_gemini,
-)
-from proxy.translate.gemini_stream import GeminiToAnthropicStream, GeminiToOpenAIStream
+from proxy.translate.hub import Turn, adapter_for, hub_request, hub_response, hub_stream
 from proxy.translate.usage import (
     Usage,
     estimate_anthropic_prompt_tokens,
     estimate_openai_prompt_tokens,
     estimate_text_tokens,
-    usage_from_anthropic,
-    usage_from_openai,
 )
 from proxy.upstreams import upstream_for
 
-GEMINI = "gemini"
+GEMINI = "gemini"  # upstream only
 logger = logging.getLogger(__name__)
 
 # What a same-protocol route forwards: an allowlist, so no client field reaches the upstream
@@ -131,8 +116,51 @@ def _allowed(body: dict, fields: frozenset[str], route: RouteSpec) -> dict:
     return {k: v for k, v in body.items() if k in fields or k in extra}
 
 
+def new_turn_id(prefix: str) -> str:
+    """Ids the converters mint (PROTOCOLS-RESPONSES §5.1 for the R ones; the others as before)."""
+    if prefix == "chatcmpl":
+        return "chatcmpl-" + uuid.uuid4().hex[:24]
+    if prefix in ("msg", "toolu"):
+        return f"{prefix}_" + uuid.uuid4().hex[:24]
+    if prefix == "call":
+        return "call_" + uuid.uuid4().hex[:24]
+    return f"{prefix}_" + uuid.uuid4().hex  # resp_, rs_, fc_, ctc_ + 32 hex
+
+
+@functools.lru_cache(maxsize=4)
+def envelope_key(secret: str) -> bytes:
+    """The reasoning-envelope AEAD key, derived from SECRET_KEY (PROTOCOLS-RESPONSES §5.6)."""
+    return hashlib.sha256(b"ruapi reasoning envelope v1\0" + secret.encode()).digest()
+
+
+# The sender per upstream protocol: all network I/O is in proxy/upstreams/ (one client per protocol).
+async def _send_openai(exchange, upstream, route, conversion):
+    return await upstream.chat(conversion.body)
+
+
+async def _send_anthropic(exchange, upstream, route, conversion):
+    beta = exchange.call.request.headers.get("anthropic-beta") if exchange.call.protocol == ANTHROPIC else None
+    return await upstream.messages(conversion.body, beta=beta)
+
+
+async def _send_gemini(exchange, upstream, route, conversion):
+    return await upstream.generate(route.upstream_model, conversion.body, stream=exchange.stream)
+
+
+async def _send_responses(exchange, upstream, route, conversion):
+    return await upstream.responses(conversion.body)
+
+
+SENDERS = {OPENAI: _send_openai, ANTHROPIC: _send_anthropic, GEMINI: _send_gemini, RESPONSES: _send_responses}
+KEEPALIVES = {OPENAI: KEEPALIVE_OPENAI, ANTHROPIC: PING_ANTHROPIC, RESPONSES: KEEPALIVE_OPENAI}
+
+
 class ChatExchange(Exchange):
-    """One chat request after it was authenticated, validated and held for."""
+    """One chat request after it was authenticated, validated and held for.
+
+    Every (client protocol, upstream protocol) pair goes through the protocol hub
+    (proxy/translate/hub.py) except same-protocol routes, the zero-conversion fast path below.
+    """
 
     def __init__(
         self, call: Call, key: KeyContext, spec: ModelSpec, body: dict, hold: Hold, *, input_estimate: int
@@ -142,39 +170,45 @@ class ChatExchange(Exchange):
         self.stream = self.is_stream = bool(body.get("stream"))
         self.include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         self.input_estimate = input_estimate
+        self.client = adapter_for(call.protocol)
+        self.turn: Turn | None = None
+
+    def new_turn(self, route: RouteSpec) -> Turn:
+        """The converters' context for this route: clock, ids, and envelopes bound to tenant, channel and model."""
+        sealer = Sealer(
+            key=envelope_key(settings.SECRET_KEY), tenant=self.key.org_id, channel=route.provider.id,
+            model=route.upstream_model, new_nonce=os.urandom,
+        )  # fmt: skip
+        return Turn(model=self.spec.name, now=int(time.time()), new_id=new_turn_id, request=self.body,
+                    include_usage=self.include_usage, sealer=sealer)  # fmt: skip
 
     # -- request side ------------------------------------------------------------------------
     def convert(self, route: RouteSpec) -> Conversion:
         """The upstream body for this route (translation when the protocols differ)."""
         client, upstream = self.call.protocol, route.provider.protocol
         target = target_for(self.spec, route)
-        if upstream == GEMINI:
-            return (openai_request_to_gemini if client == OPENAI else anthropic_request_to_gemini)(self.body, target)
-        if client == OPENAI and upstream == OPENAI:
+        self.turn = self.new_turn(route)
+        if client == upstream:
+            return self.passthrough_request(route, target)
+        return hub_request(client, upstream, self.body, target, self.turn)
+
+    def passthrough_request(self, route: RouteSpec, target) -> Conversion:
+        """Same protocol: forwarded as it is but for the allowlist and the gateway rules (G1)."""
+        if self.call.protocol == OPENAI:
             if "max_tokens_field" not in route.provider.options:
                 # Pass-through (G1): rename the output cap only for providers configured to need it.
                 client_field = "max_completion_tokens" if "max_completion_tokens" in self.body else "max_tokens"
                 target = replace(target, max_tokens_field=client_field)
             body = _allowed(self.body, OPENAI_CHAT_FIELDS, route)
             return openai_request_to_openai(body, target, input_estimate=self.input_estimate)
-        if client == ANTHROPIC and upstream == ANTHROPIC:
-            body = _allowed(self.body, ANTHROPIC_MESSAGES_FIELDS, route)
-            if isinstance(body.get("metadata"), dict):  # A metadata has one field (§1.5): allowlist it too
-                user_id = body["metadata"].get("user_id")
-                body["metadata"] = {"user_id": user_id} if isinstance(user_id, str) else {}
-            return anthropic_request_to_anthropic(body, target, input_estimate=self.input_estimate)
-        if client == OPENAI:
-            return openai_request_to_anthropic(self.body, target)
-        return anthropic_request_to_openai(self.body, target)
+        body = _allowed(self.body, ANTHROPIC_MESSAGES_FIELDS, route)
+        if isinstance(body.get("metadata"), dict):  # A metadata has one field (§1.5): allowlist it too
+            user_id = body["metadata"].get("user_id")
+            body["metadata"] = {"user_id": user_id} if isinstance(user_id, str) else {}
+        return anthropic_request_to_anthropic(body, target, input_estimate=self.input_estimate)
 
     async def send(self, route: RouteSpec, conversion: Conversion):
-        upstream = upstream_for(route.provider)
-        if route.provider.protocol == GEMINI:
-            return await upstream.generate(route.upstream_model, conversion.body, stream=self.stream)
-        if route.provider.protocol == ANTHROPIC:
-            beta = self.call.request.headers.get("anthropic-beta") if self.call.protocol == ANTHROPIC else None
-            return await upstream.messages(conversion.body, beta=beta)
-        return await upstream.chat(conversion.body)
+        return await SENDERS[route.provider.protocol](self, upstream_for(route.provider), route, conversion)
 
     async def respond(self, reply, route: RouteSpec, conversion: Conversion, attempts: int) -> HttpResponse:
         if self.stream:
@@ -188,77 +222,50 @@ class ChatExchange(Exchange):
             return await self.fail(self.unreadable(reply), route=route, attempts=attempts)
 
         client, upstream = self.call.protocol, route.provider.protocol
-        if upstream == GEMINI:
-            usage = usage_from_gemini(data.get("usageMetadata"))
-        elif upstream == OPENAI:
-            usage = usage_from_openai(data.get("usage"))
-        else:
-            usage = usage_from_anthropic(data.get("usage"))
-        if not data.get("usage") and not data.get("usageMetadata"):
-            produced = orjson.dumps(data.get("choices") or data.get("content")).decode()
+        usage = adapter_for(upstream).usage(data)
+        if usage is None:
+            produced = orjson.dumps(adapter_for(upstream).produced(data)).decode()
             usage = Usage(
                 input_tokens=conversion.input_estimate or self.input_estimate,
                 output_tokens=estimate_text_tokens(produced),
                 estimated=True,
             )
-        if upstream == GEMINI and client == OPENAI:
-            out = gemini_response_to_openai(
-                data, conversion, model=self.spec.name, created=int(time.time()),
-                completion_id="chatcmpl-" + uuid.uuid4().hex[:24], new_id=new_tool_id,
-            )  # fmt: skip
-        elif upstream == GEMINI:
-            out = gemini_response_to_anthropic(
-                data, conversion, model=self.spec.name, message_id=new_message_id(), new_id=new_tool_id
-            )
-        elif client == upstream:
-            out = data
-            out["model"] = self.spec.name  # G2: echo the client's model id
-        elif client == OPENAI:
-            out = anthropic_response_to_openai(data, conversion, model=self.spec.name, created=int(time.time()))
+        if client == upstream:
+            out = self.passthrough_response(data)
         else:
-            out = openai_response_to_anthropic(data, conversion, model=self.spec.name, new_id=new_tool_id)
+            out = hub_response(client, upstream, data, conversion, self.turn)
 
         cost = metering.usage_cost(usage, self.spec.prices)
         await self.settle(metering.Outcome(usage=usage, cost_nanos=cost, route=route, attempts=attempts))
         if isinstance(out.get("usage"), dict):
             out["usage"]["cost"] = usd_number(cost)
+        self.completed(out)
         response = self.call.headers(json_response(out), cost_nanos=cost)
         response["x-ruapi-upstream-model"] = route.upstream_model
         return response
 
+    def passthrough_response(self, data: dict) -> dict:
+        data["model"] = self.spec.name  # G2: echo the client's model id
+        return data
+
+    def completed(self, out: dict) -> None:
+        """Hook: the client's final answer, after settlement (the R pipeline stores it)."""
+
     def is_answer(self, data: dict, route: RouteSpec) -> bool:
-        protocol = route.provider.protocol
-        if protocol == OPENAI:
-            return isinstance(data.get("choices"), list) and bool(data["choices"])
-        if protocol == ANTHROPIC:
-            return isinstance(data.get("content"), list)
-        return isinstance(data.get("candidates"), list) or isinstance(data.get("promptFeedback"), dict)
+        return adapter_for(route.provider.protocol).is_answer(data)
 
     # -- streaming -----------------------------------------------------------------------------
     def stream_machine(self, route: RouteSpec, conversion: Conversion):
         client, upstream = self.call.protocol, route.provider.protocol
+        if client == upstream:
+            return self.passthrough_stream(conversion)
+        return hub_stream(client, upstream, conversion, self.turn)
+
+    def passthrough_stream(self, conversion: Conversion):
         estimate = conversion.input_estimate or self.input_estimate
-        if upstream == GEMINI and client == OPENAI:
-            return GeminiToOpenAIStream(
-                conversion, model=self.spec.name, created=int(time.time()),
-                chunk_id="chatcmpl-" + uuid.uuid4().hex[:24], include_usage=self.include_usage, new_id=new_tool_id,
-            )  # fmt: skip
-        if upstream == GEMINI:
-            return GeminiToAnthropicStream(
-                conversion, model=self.spec.name, message_id=new_message_id(), new_id=new_tool_id
-            )
-        if client == OPENAI and upstream == OPENAI:
+        if self.call.protocol == OPENAI:
             return OpenAIRelay(model=self.spec.name, include_usage=self.include_usage, input_estimate=estimate)
-        if client == ANTHROPIC and upstream == ANTHROPIC:
-            return AnthropicRelay(model=self.spec.name, input_estimate=estimate)
-        if client == OPENAI:
-            return AnthropicToOpenAIStream(
-                conversion, model=self.spec.name, created=int(time.time()),
-                chunk_id="chatcmpl-" + uuid.uuid4().hex[:24], include_usage=self.include_usage,
-            )  # fmt: skip
-        return OpenAIToAnthropicStream(
-            conversion, model=self.spec.name, message_id=new_message_id(), new_id=new_tool_id
-        )
+        return AnthropicRelay(model=self.spec.name, input_estimate=estimate)
 
     def stream_response(self, reply, route: RouteSpec, conversion: Conversion, attempts: int) -> HttpResponse:
         machine = self.stream_machine(route, conversion)
@@ -276,18 +283,22 @@ class ChatExchange(Exchange):
         if machine.done:
             return []
         machine.done, machine.error = True, error
-        return self._error_item(error)
+        return self._error_item(error, machine)
 
-    def _error_item(self, error: GatewayError) -> list[SSEItem]:
-        if self.call.protocol == OPENAI:
-            return [(None, openai_stream_error(error))]
-        return [("error", anthropic_stream_error(error))]
+    def _error_item(self, error: GatewayError, machine=None) -> list[SSEItem]:
+        if self.call.protocol == RESPONSES and hasattr(machine, "failure"):
+            return machine.failure(error, [], machine.usage)  # error + response.failed (§3)
+        if self.call.protocol == ANTHROPIC:
+            return [("error", anthropic_stream_error(error))]
+        return [(None, openai_stream_error(error))]
 
     def _carries_usage(self, item: SSEItem) -> bool:
         event, data = item
-        if self.call.protocol == OPENAI:
-            return isinstance(data, dict) and isinstance(data.get("usage"), dict)
-        return event == "message_delta"
+        if self.call.protocol == ANTHROPIC:
+            return event == "message_delta"
+        if self.call.protocol == RESPONSES:
+            return event in ("response.completed", "response.incomplete", "response.failed")
+        return isinstance(data, dict) and isinstance(data.get("usage"), dict)
 
     def _feed(self, machine, data: bytes, upstream_openai: bool) -> list[SSEItem]:
         """One upstream SSE data payload through the stream machine."""
@@ -311,7 +322,7 @@ class ChatExchange(Exchange):
         (PROTOCOLS G8).
         """
         upstream_openai = route.provider.protocol == OPENAI
-        keepalive = KEEPALIVE_OPENAI if self.call.protocol == OPENAI else PING_ANTHROPIC
+        keepalive = KEEPALIVES[self.call.protocol]
         held: list[SSEItem] = []
         settled = False
         first_byte_at: float | None = None
@@ -351,13 +362,16 @@ class ChatExchange(Exchange):
                     "stream %s could not be settled; its hold waits for the expiry task", self.call.request_id
                 )
                 error = GatewayError(ErrorKind.API_ERROR, "The request could not be recorded; it was not billed.")
-                yield b"".join([encode(e, d) for e, d in self._error_item(error)])
+                yield b"".join([encode(e, d) for e, d in self._error_item(error, machine)])
                 return
-            for event, data in held:
-                if self._carries_usage((event, data)) and isinstance(data.get("usage"), dict):
-                    data["usage"]["cost"] = usd_number(cost)
+            for item in held:
+                usage = self.client.usage_object(item) if self._carries_usage(item) else None
+                if usage is not None:
+                    usage["cost"] = usd_number(cost)
             if held:
                 yield b"".join(encode(e, d) for e, d in held)
+            if getattr(machine, "final_response", None) is not None:
+                self.completed(machine.final_response)
         finally:
             reply.close()
             if not settled:  # the client disconnected (or the generator was closed) mid-stream

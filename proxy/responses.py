@@ -13,6 +13,7 @@ from proxy.translate.errors import ErrorKind, GatewayError, anthropic_error_body
 
 OPENAI = "openai"
 ANTHROPIC = "anthropic"
+RESPONSES = "responses"  # OpenAI Responses API clients: errors in the O shape (PROTOCOLS-RESPONSES §3)
 
 
 def new_request_id() -> str:
@@ -24,7 +25,7 @@ class Call:
     """Per-request bookkeeping shared by the endpoint handlers."""
 
     request: HttpRequest
-    protocol: str  # the client's protocol: "openai" | "anthropic"
+    protocol: str  # the client's protocol: "openai" | "anthropic" | "responses"
     endpoint: str
     request_id: str = field(default_factory=new_request_id)
     started: float = field(default_factory=time.perf_counter)

@@ -75,7 +75,7 @@ class GatewayError(Exception):
         """HTTP status for a client speaking `protocol` ("openai" | "anthropic")."""
         if self.status is not None:
             return self.status
-        if self.kind is ErrorKind.OVERLOADED and protocol == "openai":
+        if self.kind is ErrorKind.OVERLOADED and protocol in ("openai", "responses"):
             return 503  # 529 is Anthropic-only; the OpenAI SDK retries 503 (§5.2)
         return _SHAPES[self.kind].status
 
@@ -188,8 +188,8 @@ def upstream_http_error(
     return GatewayError(
         kind,
         text,
-        param=param if upstream == "openai" else None,
-        code=code if upstream == "openai" and kind is ErrorKind.INVALID_REQUEST else None,
+        param=param if upstream in ("openai", "responses") else None,
+        code=code if upstream in ("openai", "responses") and kind is ErrorKind.INVALID_REQUEST else None,
         status=status if keep_status else None,
         retry_after=retry_after if kind in (ErrorKind.RATE_LIMIT, ErrorKind.OVERLOADED) else None,
     )

@@ -38,6 +38,10 @@ class Conversion:
     tool_names: dict[str, str] = field(default_factory=dict)  # upstream tool name -> client tool name (§2.4 step 5)
     json_tool: str | None = None  # forced tool standing in for response_format json_schema (§2.1)
     input_estimate: int = 0  # estimated prompt tokens of `body`
+    # The hub's side channel (proxy/translate/hub.py): what the neutral A form cannot hold travels here
+    # from the client adapter to the upstream adapter and back (e.g. R/O-only fields such as
+    # text.verbosity, top_logprobs, prompt_cache_key, service_tier, json_object, the R tool namespaces).
+    side: dict = field(default_factory=dict)
 
     def client_tool_name(self, upstream_name: str) -> str:
         """Restore the client's spelling of a tool name the gateway shortened."""
