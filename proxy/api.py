@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 
 from proxy import chat as chat_pipeline
-from proxy import listing, media
+from proxy import listing, media, stored_responses
 from proxy.responses import ANTHROPIC, OPENAI, Call, error_response
 from proxy.responses_pipeline import responses_create
 from proxy.translate.errors import ErrorKind, GatewayError
@@ -88,6 +88,41 @@ async def audio_transcriptions(request: HttpRequest):
 @api.post("/audio/speech", summary="Text to speech (OpenAI protocol; binary audio)")
 async def audio_speech(request: HttpRequest):
     return await media.speech(request)
+
+
+# -- Responses API: stored responses (issue 13, proxy/stored_responses.py) ----------------------------------
+# The fixed paths come before /responses/{response_id}: Django takes the first pattern that matches.
+@api.post("/responses/input_tokens", summary="Count the input tokens of a response request (Responses API)")
+async def responses_input_tokens(request: HttpRequest):
+    return await stored_responses.input_tokens(request)
+
+
+@api.post("/responses/compact", include_in_schema=False)
+async def responses_compact(request: HttpRequest):
+    return await stored_responses.compact(request)
+
+
+@api.get("/responses/{response_id}/input_items", summary="List a stored response's input items (Responses API)")
+async def responses_input_items(request: HttpRequest, response_id: str):
+    return await stored_responses.input_items(request, response_id)
+
+
+@api.post("/responses/{response_id}/cancel", summary="Cancel a background response (none here: 400)")
+async def responses_cancel(request: HttpRequest, response_id: str):
+    return await stored_responses.cancel(request, response_id)
+
+
+@api.get("/responses/{response_id}", summary="Retrieve a stored response (Responses API)")
+async def responses_retrieve(request: HttpRequest, response_id: str):
+    return await stored_responses.retrieve(request, response_id)
+
+
+@api.delete("/responses/{response_id}", summary="Delete a stored response (Responses API)")
+async def responses_delete(request: HttpRequest, response_id: str):
+    return await stored_responses.delete(request, response_id)
+
+
+# -- end of the Responses API's stored-response routes ------------------------------------------------------
 
 
 @api.api_operation(["GET", "POST", "PUT", "PATCH", "DELETE"], "/{path:rest}", include_in_schema=False)

@@ -1,33 +1,323 @@
-"""Stored responses (PROTOCOLS-RESPONSES §4.1): the interface the Responses pipeline calls.
+"""The gateway's Responses-API state (PROTOCOLS-RESPONSES §4.1), per organisation.
 
-STUB — the `rstate` branch replaces these bodies with the per-tenant store. The signatures are the contract.
+- `responses_expand`: a create request's full input — the stored chain of `previous_response_id`
+  (its expanded input and output, never its `instructions`), then the new input with every
+  `item_reference` and id-only `reasoning` item resolved from the organisation's store.
+- `responses_store_later`: after the response's last byte, persist it (unless `store: false`) in a
+  task on the event loop, like the live usage feed: the request never waits for it and a failure is
+  logged, never raised. A follow-up turn that arrives while its predecessor's write is still pending
+  in this process waits for that write; one that reaches another process first retries its lookup
+  briefly (`PREVIOUS_RETRY_DELAYS`) before answering `previous_response_not_found`.
+- Reads and deletes behind GET/DELETE /v1/responses/{id} and its input_items (every one takes the
+  organisation), and the retention purge (proxy.tasks.purge_stored_responses).
+
+Every database call goes through ruapi.db.run_db (the gateway's ORM thread pool).
 """
 
-from proxy.translate.errors import ErrorKind, GatewayError
-from proxy.translate.responses_request import responses_input_items
+import asyncio
+import logging
+import uuid
+from datetime import datetime, timedelta
+
+import orjson
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from proxy.models import StoredItem, StoredResponse
+from proxy.translate.errors import NULL_CODE, ErrorKind, GatewayError
+from ruapi.db import run_db
+
+logger = logging.getLogger(__name__)
+
+RESPONSE_ID_PREFIX = "resp_"
+# Ids the gateway gives stored input items that came without one (input_items pages by id, and an
+# item_reference names one). `fco_`/`ctco_`/`item_` are gateway choices; the others are §5.1's.
+ITEM_ID_PREFIXES = {
+    "message": "msg_", "function_call": "fc_", "function_call_output": "fco_", "custom_tool_call": "ctc_",
+    "custom_tool_call_output": "ctco_", "reasoning": "rs_",
+}  # fmt: skip
+ENCRYPTED_REASONING = "reasoning.encrypted_content"
+PREVIOUS_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4)  # seconds: a predecessor being written by another process
+PENDING_WAIT_SECONDS = 5.0  # longest a follow-up waits for this process's pending writes of its organisation
 
 
-async def responses_expand(*, org_id: int, body: dict) -> list[dict]:
-    """The full input item list: the stored `previous_response_id` chain + the new `input`, item_references
-    resolved; raises GatewayError (code previous_response_not_found) for an unknown/foreign/expired id."""
-    previous = body.get("previous_response_id")
-    if previous:
-        raise GatewayError(
-            ErrorKind.INVALID_REQUEST,
-            f"Previous response with id '{previous}' not found.",
-            param="previous_response_id",
-            code="previous_response_not_found",
-        )
-    items = responses_input_items(body)
-    for item in items:
-        if item.get("type") == "item_reference":
-            raise GatewayError(
-                ErrorKind.NOT_FOUND, f"Item with id '{item.get('id')}' not found.", param="input", code="item_not_found"
-            )
+# -- errors (O shape, §3) -------------------------------------------------------------------------------------
+def previous_response_not_found(response_id: str) -> GatewayError:
+    return GatewayError(ErrorKind.INVALID_REQUEST, f"Previous response with id '{response_id}' not found.",
+                        param="previous_response_id", code="previous_response_not_found")  # fmt: skip
+
+
+def response_not_found(response_id: str) -> GatewayError:
+    return GatewayError(ErrorKind.NOT_FOUND, f"Response with id '{response_id}' not found.", code=NULL_CODE)
+
+
+def item_not_found(item_id: str) -> GatewayError:
+    # The API's wording (vercel/ai#7543): the usual cause is an item of a `store: false` response.
+    return GatewayError(
+        ErrorKind.NOT_FOUND,
+        f"Item with id '{item_id}' not found. Items are not persisted when `store` is set to false. "
+        "Try again with `store` set to true, or remove this item from your input.",
+        param="input",
+        code=NULL_CODE,
+    )
+
+
+def _invalid(message: str, param: str) -> GatewayError:
+    return GatewayError(ErrorKind.INVALID_REQUEST, message, param=param, code="invalid_type")
+
+
+# -- pure helpers (no Django, no I/O) ----------------------------------------------------------------------------
+def input_items_normalise(value: object) -> list[dict]:
+    """A create request's `input` as items: a string is one user message; message items get their
+    `type` (the AI SDK omits it) and string content becomes parts. The caller's dicts are not changed."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": value}]}]
+    if not isinstance(value, list):
+        raise _invalid("Invalid type for 'input': expected a string or an array of input items.", "input")
+    items = []
+    for index, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise _invalid(f"Invalid type for 'input[{index}]': expected an object.", f"input[{index}]")
+        kind = item.get("type")
+        if kind is None and "role" in item:
+            item = {"type": "message", **item}
+            kind = "message"
+        if kind == "message" and isinstance(item.get("content"), str):
+            part = "output_text" if item.get("role") == "assistant" else "input_text"
+            text_part = {"type": part, "text": item["content"]}
+            if part == "output_text":
+                text_part["annotations"] = []
+            item = {**item, "content": [text_part]}
+        elif kind == "item_reference" and not isinstance(item.get("id"), str):
+            raise _invalid(f"Invalid type for 'input[{index}].id': expected a string.", f"input[{index}].id")
+        items.append(item)
     return items
 
 
+def _is_id_only_reasoning(item: dict) -> bool:
+    """A reasoning item the store may complete: it has an id but no ciphertext (§1.2)."""
+    return item.get("type") == "reasoning" and isinstance(item.get("id"), str) and not item.get("encrypted_content")
+
+
+def referenced_ids(items: list[dict]) -> set[str]:
+    """Ids the store must be asked for: item references and id-only reasoning items."""
+    return {item["id"] for item in items if item.get("type") == "item_reference" or _is_id_only_reasoning(item)}
+
+
+def items_resolve(items: list[dict], stored: dict[str, dict]) -> list[dict]:
+    """References replaced by the stored items; an unknown reference is a 404, an unknown id-only
+    reasoning item stays as it is (a converted route drops it, §4.1)."""
+    resolved = []
+    for item in items:
+        if item.get("type") == "item_reference":
+            found = stored.get(item["id"])
+            if found is None:
+                raise item_not_found(item["id"])
+            resolved.append(found)
+        elif _is_id_only_reasoning(item) and stored.get(item["id"], {}).get("type") == "reasoning":
+            resolved.append(stored[item["id"]])
+        else:
+            resolved.append(item)
+    return resolved
+
+
+def items_with_ids(items: list[dict], new_id=lambda prefix: prefix + uuid.uuid4().hex) -> list[dict]:
+    """Every item with an `id`: the ones that came without get a fresh one of their type."""
+    return [
+        item if isinstance(item.get("id"), str) and item["id"]
+        else {**item, "id": new_id(ITEM_ID_PREFIXES.get(item.get("type"), "item_"))}
+        for item in items
+    ]  # fmt: skip
+
+
+def without_encrypted_reasoning(items: list, include: set[str]) -> list:
+    """Reasoning items without `encrypted_content` unless the reader included it (§5.6: the store keeps
+    the envelope whether or not the client asked for it)."""
+    if ENCRYPTED_REASONING in include:
+        return items
+    return [
+        {k: v for k, v in item.items() if k != "encrypted_content"}
+        if isinstance(item, dict) and item.get("type") == "reasoning" else item
+        for item in items
+    ]  # fmt: skip
+
+
+# -- expansion -------------------------------------------------------------------------------------------------------
+def _lookup(*, org_id: int, previous_id: str | None, item_ids: set[str], now: datetime):
+    """(the previous response's input + output or None when asked for, {item id: stored item})."""
+    chain = None
+    if previous_id is not None:
+        row = (
+            StoredResponse.objects.filter(org_id=org_id, id=previous_id, expires_at__gt=now)
+            .values_list("input_items_json", "response_json")
+            .first()
+        )
+        if row is not None:
+            output = orjson.loads(row[1]).get("output") or []
+            chain = orjson.loads(row[0]) + [item for item in output if isinstance(item, dict)]
+    stored = {}
+    if item_ids:
+        rows = StoredItem.objects.filter(org_id=org_id, item_id__in=item_ids, response__expires_at__gt=now)
+        stored = {item_id: orjson.loads(text) for item_id, text in rows.values_list("item_id", "item_json")}
+    return chain, stored
+
+
+async def responses_expand(*, org_id: int, body: dict) -> list[dict]:
+    """The full input item list of a create request (§4.1); 400 `previous_response_not_found`, 404 for an
+    unknown item reference. No database call when there is nothing to look up."""
+    items = input_items_normalise(body.get("input"))
+    previous_id = body.get("previous_response_id")
+    if previous_id is not None and not isinstance(previous_id, str):
+        raise _invalid("Invalid type for 'previous_response_id': expected a string.", "previous_response_id")
+    wanted = referenced_ids(items)
+    if previous_id is None and not wanted:
+        return items
+    await _wait_for_pending_writes(org_id)
+    chain, stored = await run_db(_lookup, org_id=org_id, previous_id=previous_id, item_ids=wanted,
+                                 now=timezone.now())  # fmt: skip
+    if previous_id is not None and chain is None:
+        # Written just now by another process (the client sent its next turn at once)? Look again briefly.
+        for delay in PREVIOUS_RETRY_DELAYS:
+            await asyncio.sleep(delay)
+            chain, stored = await run_db(_lookup, org_id=org_id, previous_id=previous_id, item_ids=wanted,
+                                         now=timezone.now())  # fmt: skip
+            if chain is not None:
+                break
+        else:
+            raise previous_response_not_found(previous_id)
+    return (chain or []) + items_resolve(items, stored)
+
+
+# -- storing, off the request's path -----------------------------------------------------------------------------
+_pending: dict[asyncio.Task, int] = {}  # write task -> organisation (strong references until done)
+
+
 def responses_store_later(
-    *, org_id: int, api_key_id: int, request: dict, input_items: list[dict], response: dict
+    *, org_id: int, api_key_id: int | None, request: dict, input_items: list[dict], response: dict
 ) -> None:
-    """Persist a finished response after its last byte when `store` is not false (fire-and-forget). Stub: no-op."""
+    """Persist the response after its last byte, unless the request said `store: false`: a task on the
+    running loop (never awaited by the request; failures logged), or at once without a loop."""
+    if request.get("store") is False:
+        return
+    arguments = {"org_id": org_id, "api_key_id": api_key_id, "request": request, "input_items": input_items,
+                 "response": response}  # fmt: skip
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        _save_logged(**arguments)
+        return
+    task = loop.create_task(_save(arguments))
+    _pending[task] = org_id
+    task.add_done_callback(_forget)
+
+
+def _forget(task: asyncio.Task) -> None:
+    _pending.pop(task, None)
+
+
+async def _save(arguments: dict) -> None:
+    try:
+        await run_db(response_store_save, **arguments)
+    except Exception:
+        logger.exception("storing response %r failed", arguments["response"].get("id"))
+
+
+def _save_logged(**arguments) -> None:
+    try:
+        response_store_save(**arguments)
+    except Exception:
+        logger.exception("storing response %r failed", arguments["response"].get("id"))
+
+
+def _pending_writes(org_id: int | None = None) -> list[asyncio.Task]:
+    loop = asyncio.get_running_loop()
+    return [t for t, org in _pending.items() if t.get_loop() is loop and (org_id is None or org == org_id)]
+
+
+async def _wait_for_pending_writes(org_id: int) -> None:
+    """This organisation's writes still queued in this process: a follow-up turn may name them."""
+    tasks = _pending_writes(org_id)
+    if tasks:
+        await asyncio.wait(tasks, timeout=PENDING_WAIT_SECONDS)
+
+
+async def responses_store_drain() -> None:
+    """Wait for every write queued on this loop (the server's shutdown, tests)."""
+    tasks = _pending_writes()
+    if tasks:
+        await asyncio.wait(tasks)
+
+
+def response_store_save(
+    *, org_id: int, api_key_id: int | None, request: dict, input_items: list[dict], response: dict,
+    now: datetime | None = None,
+) -> StoredResponse:  # fmt: skip
+    """Store one response (its object, its expanded input with an id on every item) and index its items.
+
+    Raises ValueError for a response without a `resp_` id; IntegrityError when the id is taken.
+    """
+    response_id = response.get("id")
+    if not isinstance(response_id, str) or not response_id.startswith(RESPONSE_ID_PREFIX):
+        raise ValueError("a stored response needs its resp_ id")
+    now = now or timezone.now()
+    items = items_with_ids([item for item in input_items if isinstance(item, dict)])
+    output = [item for item in response.get("output") or [] if isinstance(item, dict)]
+    index = {}
+    for item in items + output:  # one row per id (Postgres' ON CONFLICT may touch a row once); the last wins
+        if isinstance(item.get("id"), str) and len(item["id"]) <= 200 and item.get("type") != "item_reference":
+            index[item["id"]] = item
+    with transaction.atomic():
+        stored = StoredResponse.objects.create(
+            id=response_id, org_id=org_id, api_key_id=api_key_id,
+            model=str(response.get("model") or request.get("model") or "")[:200], created_at=now,
+            expires_at=now + timedelta(days=settings.RUAPI_RESPONSES_RETENTION_DAYS),
+            response_json=orjson.dumps(response).decode(), input_items_json=orjson.dumps(items).decode(),
+        )  # fmt: skip
+        rows = [
+            StoredItem(
+                org_id=org_id,
+                item_id=item_id,
+                response=stored,
+                item_type=str(item.get("type"))[:64],
+                item_json=orjson.dumps(item).decode(),
+            )
+            for item_id, item in index.items()
+        ]
+        StoredItem.objects.bulk_create(
+            rows,
+            batch_size=500,
+            update_conflicts=True,
+            unique_fields=["org", "item_id"],
+            update_fields=["response", "item_type", "item_json"],
+        )
+    return stored
+
+
+# -- reads and deletes (tenant-scoped) ---------------------------------------------------------------------------
+def response_store_get(*, org_id: int, response_id: str, now: datetime | None = None) -> StoredResponse | None:
+    """The organisation's stored response, unless expired."""
+    return StoredResponse.objects.filter(org_id=org_id, id=response_id, expires_at__gt=now or timezone.now()).first()
+
+
+def response_store_delete(*, org_id: int, response_id: str, now: datetime | None = None) -> bool:
+    """Delete the organisation's stored response (and its items); False when there is none to delete."""
+    rows = StoredResponse.objects.filter(org_id=org_id, id=response_id, expires_at__gt=now or timezone.now())
+    return rows.delete()[0] > 0
+
+
+def response_store_purge_expired(*, now: datetime | None = None, batch_size: int = 1000) -> int:
+    """Delete expired stored responses (and their items) in batches of `batch_size`; returns the number
+    of responses deleted. Each batch is its own transaction, so a long purge never holds many locks."""
+    now = now or timezone.now()
+    deleted = 0
+    while True:
+        ids = list(StoredResponse.objects.filter(expires_at__lte=now).order_by("expires_at")
+                   .values_list("id", flat=True)[:batch_size])  # fmt: skip
+        if not ids:
+            return deleted
+        with transaction.atomic():
+            StoredItem.objects.filter(response_id__in=ids).delete()
+            deleted += StoredResponse.objects.filter(id__in=ids).delete()[1].get(StoredResponse._meta.label, 0)

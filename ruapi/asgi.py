@@ -9,6 +9,8 @@ import asyncio
 import os
 from contextlib import suppress
 
+import orjson
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ruapi.settings")
 
 from django.core.asgi import get_asgi_application
@@ -25,6 +27,7 @@ from django.core.handlers.exception import convert_exception_to_response  # noqa
 from django.test.utils import override_settings  # noqa: E402
 from django.urls import set_script_prefix  # noqa: E402
 
+from proxy.translate.errors import ErrorKind, GatewayError, openai_error_body  # noqa: E402
 from ruapi.routing import websocket_urlpatterns  # noqa: E402
 
 
@@ -145,8 +148,10 @@ async def http_app(scope, receive, send):
 
 async def lifespan_app(scope, receive, send):
     """Accept the server's lifespan protocol (Django itself rejects it): this loop batches its ledger
-    writes (billing/services/batched.py); upstream pools and ledger connections close on exit."""
+    writes (billing/services/batched.py); on exit, pending stored-response writes finish and upstream
+    pools and ledger connections close."""
     from billing.services import batched
+    from proxy.response_store import responses_store_drain
     from proxy.upstreams.http import close_sessions
 
     while True:
@@ -155,16 +160,59 @@ async def lifespan_app(scope, receive, send):
             batched.enable_for_running_loop()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            await responses_store_drain()  # stored responses still being written (proxy/response_store.py)
             await close_sessions()
             await batched.close_for_running_loop()
             await send({"type": "lifespan.shutdown.complete"})
             return
 
 
+class ResponsesUpgradeRefusal:
+    """WebSocket upgrades on the Responses API's paths get 426; every other path goes to `application`.
+
+    Codex CLI's first attempt is `GET {base}/responses` with `Upgrade: websocket`. On a 426 it falls
+    back to POST + SSE at once; a refused handshake (403), a reset or a timeout first spends its
+    retry budget (PROTOCOLS-RESPONSES §4.2). So the answer is 426 with an O-shape error body and
+    `Connection: close`, sent with the ASGI WebSocket Denial Response extension (uvicorn has it); a
+    server without the extension can only refuse before accept, which its client sees as 403.
+    Answered before the origin check and the session lookup: a fixed answer that shows nothing.
+    """
+
+    PATHS = frozenset({"/v1/responses", "/responses"})
+
+    def __init__(self, application) -> None:
+        self.application = application  # ruapi.tests.isolation.websocket_routes walks through this
+
+    async def __call__(self, scope, receive, send):
+        path = scope.get("path", "")
+        if path not in self.PATHS and path.rstrip("/") not in self.PATHS:
+            return await self.application(scope, receive, send)
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        if "websocket.http.response" not in scope.get("extensions", {}):
+            await send({"type": "websocket.close"})
+            return
+        error = GatewayError(
+            ErrorKind.INVALID_REQUEST,
+            "WebSocket transport is not supported here: send POST /v1/responses (with `stream: true` for "
+            "Server-Sent Events).",
+            code="websocket_not_supported",
+            status=426,
+        )
+        body = orjson.dumps(openai_error_body(error))
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   (b"connection", b"close")]  # fmt: skip
+        await send({"type": "websocket.http.response.start", "status": 426, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body, "more_body": False})
+
+
 application = ProtocolTypeRouter(
     {
         "http": http_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": ResponsesUpgradeRefusal(
+            AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+        ),
         "lifespan": lifespan_app,
     }
 )

@@ -131,6 +131,8 @@ CELERY_BEAT_SCHEDULE = {
     "usage-refresh-rollups": {"task": "usage.tasks.refresh_rollups", "schedule": 60.0},
     "usage-rebuild-yesterday": {"task": "usage.tasks.rebuild_previous_day", "schedule": crontab(minute=15, hour=0)},
     "usage-purge-events": {"task": "usage.tasks.purge_usage_events", "schedule": crontab(minute=30, hour=3)},
+    # Stored Responses-API responses past RUAPI_RESPONSES_RETENTION_DAYS (issue 13), hourly.
+    "proxy-purge-stored-responses": {"task": "proxy.tasks.purge_stored_responses", "schedule": crontab(minute=40)},
     "billing-monthly-invoices": {
         "task": "billing.tasks.generate_monthly_invoices",
         "schedule": crontab(minute=0, hour=2, day_of_month=1),
@@ -296,6 +298,9 @@ RUAPI_HOLD_TTL = env_int("RUAPI_HOLD_TTL", 3600)
 RUAPI_BATCHED_LEDGER = env_bool("RUAPI_BATCHED_LEDGER", True)
 # Usage (issue 6): raw usage events are deleted after this many days; rollups are kept forever.
 RUAPI_USAGE_EVENT_RETENTION_DAYS = env_int("RUAPI_USAGE_EVENT_RETENTION_DAYS", 90)
+# Responses API (issue 13): a stored response (store != false) is kept this many days, then it no
+# longer answers GET / previous_response_id / item_reference and is deleted by the hourly task.
+RUAPI_RESPONSES_RETENTION_DAYS = env_int("RUAPI_RESPONSES_RETENTION_DAYS", 30)
 # Test hook only: seconds each rollup bucket rebuild sleeps before committing (the SIGKILL test).
 RUAPI_USAGE_TEST_BUCKET_DELAY = env_float("RUAPI_USAGE_TEST_BUCKET_DELAY", 0.0)
 

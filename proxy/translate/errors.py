@@ -45,6 +45,9 @@ _SHAPES: dict[ErrorKind, _Shape] = {
 }
 
 
+NULL_CODE = ""  # GatewayError(code=NULL_CODE): the O body's `code` is null instead of the kind's default
+
+
 class GatewayError(Exception):
     """An error to answer in the client's protocol shape; `status` overrides the kind's default HTTP status."""
 
@@ -95,7 +98,7 @@ def openai_error_body(err: GatewayError) -> dict:
             "message": err.message,
             "type": shape.openai_type,
             "param": err.param,
-            "code": err.code or shape.openai_code,
+            "code": shape.openai_code if err.code is None else (err.code or None),
         }
     }
 

@@ -109,7 +109,8 @@ ACCOUNT_PAGES = (
 V1_NAMES = (
     "v1:openapi-json", "v1:openapi-view", "v1:chat_completions", "v1:messages", "v1:count_tokens",
     "v1:list_models", "v1:get_model", "v1:embeddings", "v1:images_generations", "v1:audio_transcriptions",
-    "v1:audio_speech", "v1:not_found", "v1:api-root",
+    "v1:audio_speech", "v1:not_found", "v1:api-root", "v1:responses_input_tokens", "v1:responses_compact",
+    "v1:responses_input_items", "v1:responses_cancel", "v1:responses_retrieve", "v1:responses_delete",
 )  # fmt: skip
 
 HTTP_SPECS: dict[str, Spec] = {
@@ -517,6 +518,14 @@ V1_CASES: dict[str, tuple[str, str, Callable[[str], dict] | None, int | None]] =
     "v1:openapi-view": ("GET", "/v1/docs", None, None),
     "v1:not_found": ("GET", "/v1/{model}", None, 404),
     "v1:api-root": ("GET", "/v1/", None, None),
+    # Stored responses: B's model name stands in for an id here; B's real response ids are attacked in
+    # test_v1_stored_responses_of_another_tenant_are_404.
+    "v1:responses_input_tokens": ("POST", "/v1/responses/input_tokens", lambda m: {"model": m, "input": "x"}, 404),
+    "v1:responses_compact": ("POST", "/v1/responses/compact", lambda m: {"model": m, "input": "x"}, 404),
+    "v1:responses_input_items": ("GET", "/v1/responses/{model}/input_items", None, 404),
+    "v1:responses_cancel": ("POST", "/v1/responses/{model}/cancel", lambda m: {}, 404),
+    "v1:responses_retrieve": ("GET", "/v1/responses/{model}", None, 404),
+    "v1:responses_delete": ("DELETE", "/v1/responses/{model}", None, 404),
 }
 
 
@@ -542,6 +551,8 @@ def test_v1_routes_hide_other_tenants_models(gateway):
             return client.post(url, data={"model": model}, files={"file": ("a.wav", b"RIFF0000")})
         if method == "POST":
             return client.post(url, json=body(model))
+        if method == "DELETE":
+            return client.delete(url)
         return client.get(url)
 
     def same_as_missing(text: str, model: str) -> str:
@@ -565,4 +576,68 @@ def test_v1_routes_hide_other_tenants_models(gateway):
         # the control: A's own restricted model is listed and answers
         assert own_model in [m["id"] for m in client.get("/v1/models").json()["data"]]
         assert client.get(f"/v1/models/{own_model}").status_code == 200
+    assert not gateway.mock.requests
+
+
+@pytest.mark.integration
+def test_v1_stored_responses_of_another_tenant_are_404(gateway):
+    """B's stored response (and its items) answer A's key exactly like ids that never existed: GET,
+    DELETE, input_items, cancel, and as previous_response_id / item_reference; nothing of B's changes."""
+    import httpx
+
+    from conftest import make_tenant
+    from proxy.models import StoredItem, StoredResponse
+    from proxy.response_store import response_store_save
+
+    # given: B's stored turn (a call and its output in its input), and ids that exist nowhere
+    victim = make_tenant(f"Victim {secrets.token_hex(4)}")
+    victim_id, missing_id = f"resp_{secrets.token_hex(16)}", f"resp_{secrets.token_hex(16)}"
+    call = {"type": "function_call", "id": f"fc_{secrets.token_hex(8)}", "call_id": "call_v", "name": "lookup",
+            "arguments": "{}"}  # fmt: skip
+    output = {"type": "function_call_output", "id": f"fco_{secrets.token_hex(8)}", "call_id": "call_v",
+              "output": f"secret of {victim.org.name}"}  # fmt: skip
+    response_store_save(org_id=victim.org.id, api_key_id=victim.api_key.id, request={"model": "gpt-test"},
+                        input_items=[{"type": "message", "role": "user", "content": "hi"}, call, output],
+                        response={"id": victim_id, "object": "response", "model": "gpt-test", "output": [],
+                                  "instructions": f"instructions of {victim.org.name}"})  # fmt: skip
+
+    def rows() -> list:
+        return [list(StoredResponse.objects.filter(org=victim.org).values()),
+                list(StoredItem.objects.filter(org=victim.org).order_by("item_id").values())]
+
+    before = rows()
+
+    def same(text: str, response_id: str) -> str:
+        return re.sub(r'"?req_\w+"?', "REQ", text.replace(response_id, "ID"))
+
+    attacker = {"Authorization": f"Bearer {gateway.tenant.secret}"}
+    with httpx.Client(base_url=gateway.server.openai_base_url, headers=attacker, timeout=10) as client:
+        # when / then: B's id is a 404 exactly like a missing id, for every operation on it
+        for method, path in (("GET", "/responses/{id}"), ("DELETE", "/responses/{id}"),
+                             ("GET", "/responses/{id}/input_items"), ("POST", "/responses/{id}/cancel")):  # fmt: skip
+            answers = [client.request(method, path.format(id=rid)) for rid in (victim_id, missing_id)]
+            assert [a.status_code for a in answers] == [404, 404], f"{method} {path}"
+            assert same(answers[0].text, victim_id) == same(answers[1].text, missing_id), f"{method} {path}"
+            assert victim.org.name not in answers[0].text
+        # as previous_response_id: 400 previous_response_not_found, as for a missing id
+        answers = [client.post("/responses/input_tokens", json={"model": "gpt-test", "previous_response_id": rid,
+                                                                 "input": "next"}) for rid in (victim_id, missing_id)]  # fmt: skip
+        assert [a.status_code for a in answers] == [400, 400]
+        assert answers[0].json()["error"]["code"] == "previous_response_not_found"
+        assert same(answers[0].text, victim_id) == same(answers[1].text, missing_id)
+        # as item_reference (B's call and B's tool output): 404, as for a missing item
+        for item in (call, output):
+            answers = [client.post("/responses/input_tokens", json={"model": "gpt-test", "input": [
+                {"type": "item_reference", "id": item_id}]}) for item_id in (item["id"], "fc_missing")]  # fmt: skip
+            assert [a.status_code for a in answers] == [404, 404]
+            assert same(answers[0].text, item["id"]) == same(answers[1].text, "fc_missing")
+    assert rows() == before, "another tenant's stored response changed"
+
+    # the control: B's own key sees its response and continues from it
+    with httpx.Client(base_url=gateway.server.openai_base_url, timeout=10,
+                      headers={"Authorization": f"Bearer {victim.secret}"}) as owner:  # fmt: skip
+        assert owner.get(f"/responses/{victim_id}").json()["id"] == victim_id
+        assert owner.post("/responses/input_tokens", json={"model": "gpt-test", "previous_response_id": victim_id,
+                                                           "input": [{"type": "item_reference", "id": call["id"]}]},
+                          ).status_code == 200  # fmt: skip
     assert not gateway.mock.requests
