@@ -150,6 +150,9 @@ class UsageEvent(models.Model):
     cache_write_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)  # including reasoning
     reasoning_tokens = models.BigIntegerField(default=0)
+    # Server tools the upstream ran and charged per use (issue 14), from its usage.server_tool_use.
+    web_search_requests = models.PositiveIntegerField(default=0)
+    web_fetch_requests = models.PositiveIntegerField(default=0)
     units = models.DecimalField(max_digits=20, decimal_places=3, default=0)  # images, audio seconds, characters
     is_estimated = models.BooleanField(default=False)
     price = models.ForeignKey("catalog.Price", null=True, blank=True, on_delete=models.PROTECT, related_name="+")

@@ -3,7 +3,9 @@
 Unit: amounts are integers of nano-USD (1e-9 USD) — `*_nanos` fields. Integers are exact on
 Postgres and on SQLite alike (SQLite's DecimalField is not: Django ticket #29823).
 Prices are nano-USD per million tokens ("mtok" = one million tokens), so $3.00 / 1M tokens is
-3_000_000_000. A cost is sum(tokens_k * price_k) / 1e6, rounded once, half up, to a whole nano-USD.
+3_000_000_000. Server tools the upstream charges per use (web search, web fetch) are priced in nano-USD
+per thousand requests ("kreq"), so $10 / 1,000 searches is 10_000_000_000. A cost is
+(sum(tokens_k * price_k) + 1000 * sum(requests_j * price_j)) / 1e6, rounded once, half up, to a whole nano-USD.
 Stripe speaks integer cents: convert only at that edge (`nanos_to_cents`).
 """
 
@@ -12,6 +14,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 NANOS_PER_USD = 1_000_000_000
 TOKENS_PER_MTOK = 1_000_000
+REQUESTS_PER_KREQ = 1_000
 USD_PLACES = Decimal("0.000000001")
 
 
@@ -65,6 +68,8 @@ class TokenPrices:
     output_nanos_per_mtok: int = 0
     cache_read_nanos_per_mtok: int = 0
     cache_write_nanos_per_mtok: int = 0
+    web_search_nanos_per_kreq: int = 0  # per 1,000 server-side web searches
+    web_fetch_nanos_per_kreq: int = 0  # per 1,000 server-side web fetches
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +78,8 @@ class TokenCounts:
     output_tokens: int = 0  # including reasoning
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    web_search_requests: int = 0
+    web_fetch_requests: int = 0
 
 
 def _round_div(numerator: int, denominator: int) -> int:
@@ -87,6 +94,12 @@ def cost_for(tokens: TokenCounts, prices: TokenPrices) -> int:
         + tokens.output_tokens * prices.output_nanos_per_mtok
         + tokens.cache_read_tokens * prices.cache_read_nanos_per_mtok
         + tokens.cache_write_tokens * prices.cache_write_nanos_per_mtok
+        # per 1,000 requests = per 1M tokens scaled by 1,000: one common denominator, so still one rounding
+        + (
+            tokens.web_search_requests * prices.web_search_nanos_per_kreq
+            + tokens.web_fetch_requests * prices.web_fetch_nanos_per_kreq
+        )
+        * (TOKENS_PER_MTOK // REQUESTS_PER_KREQ)
     )
     if total < 0:
         raise MoneyError("token counts and prices must not be negative")
@@ -119,3 +132,8 @@ def tax_included(gross_nanos: int, rate_percent: Decimal | str) -> int:
 def usd_per_mtok(nanos_per_mtok: int) -> Decimal:
     """A price in nano-USD per million tokens -> USD per million tokens (for display on invoices)."""
     return nanos_to_usd(nanos_per_mtok).normalize()
+
+
+def usd_per_kreq(nanos_per_kreq: int) -> Decimal:
+    """A price in nano-USD per 1,000 requests -> USD per 1,000 requests (for display)."""
+    return nanos_to_usd(nanos_per_kreq).normalize()

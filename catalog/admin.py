@@ -215,6 +215,8 @@ USD_PRICE_FIELDS = {
     "image_usd": "image_nanos",
     "audio_minute_usd": "audio_minute_nanos",
     "characters_usd": "character_nanos_per_mchar",
+    "web_search_usd": "web_search_nanos_per_kreq",
+    "web_fetch_usd": "web_fetch_nanos_per_kreq",
     "cost_input_usd": "cost_input_nanos_per_mtok",
     "cost_output_usd": "cost_output_nanos_per_mtok",
     "cost_cache_read_usd": "cost_cache_read_nanos_per_mtok",
@@ -228,7 +230,8 @@ def _usd_field(name: str) -> forms.DecimalField:
 
 
 class PriceForm(forms.ModelForm):
-    """A new price row in USD (per 1M tokens; per image / audio minute / 1M characters)."""
+    """A new price row in USD (per 1M tokens; per image / audio minute / 1M characters; per 1,000 web searches
+    or web fetches)."""
 
     locals().update({name: _usd_field(name) for name in USD_PRICE_FIELDS})
 
@@ -285,6 +288,9 @@ class ModelAdmin(admin.ModelAdmin):
         ("Limits and capabilities", {"fields": [
             "context_window", "max_output_tokens", "thinking", "supports_tools", "supports_vision",
             "structured_output", "supports_audio", "supports_images"]}),
+        ("Protocol flags", {"fields": ["options"], "description": (
+            "JSON: mid_conv_system (an Anthropic upstream takes mid-conversation system messages), auto_cache "
+            "(prompt-cache breakpoints for converted requests), reasoning_efforts (list of accepted words).")}),
         ("Visibility", {"fields": ["visibility", "organizations"]}),
     ]  # fmt: skip
 

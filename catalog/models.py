@@ -103,6 +103,10 @@ class Model(models.Model):
     supports_audio = models.BooleanField(default=False, help_text="audio input or output")
     supports_images = models.BooleanField(default=False, help_text="image output")
     is_enabled = models.BooleanField(default=True)
+    # Protocol flags of this model (issue 14), read through catalog.snapshot: `mid_conv_system` (an Anthropic
+    # upstream takes {role:"system"} messages in place), `auto_cache` (place prompt-cache breakpoints for
+    # converted requests), `reasoning_efforts` (the reasoning_effort words an OpenAI-protocol upstream accepts).
+    options = models.JSONField(default=dict, blank=True)
     visibility = models.CharField(max_length=20, choices=Visibility.choices, default=Visibility.PUBLIC)
     organizations = models.ManyToManyField(
         "accounts.Organization", blank=True, related_name="+", help_text="who may use a restricted model"
@@ -167,6 +171,10 @@ class Price(models.Model):
     image_nanos = models.BigIntegerField(default=0, help_text="per generated image")
     audio_minute_nanos = models.BigIntegerField(default=0, help_text="per minute of transcribed audio")
     character_nanos_per_mchar = models.BigIntegerField(default=0, help_text="per million characters of speech input")
+    # Server tools the upstream runs and charges per use (usage.server_tool_use), nano-USD per 1,000 requests
+    # ("kreq"), the unit Anthropic prices them in ($10 per 1,000 web searches).
+    web_search_nanos_per_kreq = models.BigIntegerField(default=0, help_text="per 1,000 web search requests")
+    web_fetch_nanos_per_kreq = models.BigIntegerField(default=0, help_text="per 1,000 web fetch requests")
     cost_input_nanos_per_mtok = models.BigIntegerField(default=0)
     cost_output_nanos_per_mtok = models.BigIntegerField(default=0)
     cost_cache_read_nanos_per_mtok = models.BigIntegerField(default=0)
@@ -184,6 +192,8 @@ class Price(models.Model):
                 & models.Q(image_nanos__gte=0)
                 & models.Q(audio_minute_nanos__gte=0)
                 & models.Q(character_nanos_per_mchar__gte=0)
+                & models.Q(web_search_nanos_per_kreq__gte=0)
+                & models.Q(web_fetch_nanos_per_kreq__gte=0)
                 & models.Q(cost_input_nanos_per_mtok__gte=0)
                 & models.Q(cost_output_nanos_per_mtok__gte=0)
                 & models.Q(cost_cache_read_nanos_per_mtok__gte=0)

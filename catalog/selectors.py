@@ -33,6 +33,8 @@ _PRICE_LABELS = {
     "image": "image_nanos",
     "audio_minute": "audio_minute_nanos",
     "characters": "character_nanos_per_mchar",
+    "web_search": "web_search_nanos_per_kreq",
+    "web_fetch": "web_fetch_nanos_per_kreq",
 }
 
 

@@ -121,6 +121,8 @@ class ModelSpec:
     is_public: bool = True
     org_ids: frozenset[int] = frozenset()  # who may use a restricted model
     later_prices: tuple[PriceSpec, ...] = ()  # rows not yet in force at build time, oldest first
+    # Model.options: protocol flags (mid_conv_system, auto_cache, reasoning_efforts), issue 14.
+    options: dict = field(default_factory=dict)
 
     def visible_to(self, org_id: int | None) -> bool:
         return self.is_public or (org_id is not None and org_id in self.org_ids)
@@ -199,6 +201,8 @@ def _price_spec(price: Price) -> PriceSpec:
             output_nanos_per_mtok=price.output_nanos_per_mtok,
             cache_read_nanos_per_mtok=price.cache_read_nanos_per_mtok,
             cache_write_nanos_per_mtok=price.cache_write_nanos_per_mtok,
+            web_search_nanos_per_kreq=price.web_search_nanos_per_kreq,
+            web_fetch_nanos_per_kreq=price.web_fetch_nanos_per_kreq,
         ),
         unit_prices=UnitPrices(
             image_nanos=price.image_nanos,
@@ -280,6 +284,7 @@ def catalog_build() -> CatalogSnapshot:
             is_public=model.visibility == Model.Visibility.PUBLIC,
             org_ids=frozenset(org.id for org in model.organizations.all()),
             later_prices=later,
+            options=dict(model.options or {}),
         )
     return CatalogSnapshot(models=models, loaded_at=time.monotonic(), aliases=aliases, disabled=frozenset(disabled))
 

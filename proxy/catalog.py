@@ -54,4 +54,9 @@ def target_for(spec: ModelSpec, route: RouteSpec) -> TargetModel:
         stream_usage=options.get("stream_usage", True),
         reasons_by_default=options.get("reasons_by_default", False),
         requires_user_first=options.get("requires_user_first", False),
+        reasoning_efforts=tuple(spec.options.get("reasoning_efforts") or ()),
+        system_role=options.get("system_role", "system"),
+        mid_system=options.get("mid_system", "inline"),
+        mid_conv_system=bool(spec.options.get("mid_conv_system", False)),
+        auto_cache=bool(spec.options.get("auto_cache", False)),
     )

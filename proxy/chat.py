@@ -99,6 +99,7 @@ ANTHROPIC_MESSAGES_FIELDS = frozenset(
         "metadata",
         "service_tier",
         "context_management",
+        "mcp_servers",  # the MCP connector (beta mcp-client-*): forwarded as is, its blocks relayed (issue 14)
     ]
 )
 
@@ -428,6 +429,7 @@ async def chat(request: HttpRequest, protocol: str) -> HttpResponse:
             estimate_openai_prompt_tokens(body) if protocol == OPENAI else estimate_anthropic_prompt_tokens(body)
         )
         hold_amount = metering.chat_hold_nanos(spec, input_tokens=input_estimate, max_output_tokens=max_output)
+        hold_amount += metering.server_tool_hold_nanos(spec, body)  # web search / fetch uses (issue 14)
         hold = await metering.hold_open(call, key, hold_amount, tokens=input_estimate)
     except GatewayError as exc:
         return error_response(call, exc)

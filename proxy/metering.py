@@ -21,6 +21,9 @@ from ruapi.db import run_db
 from usage.live import usage_event_publish
 
 DEFAULT_OUTPUT_RESERVE = 4096  # output tokens held when neither the client nor the catalog caps them
+# Server-tool uses held for a web_search / web_fetch tool declared without `max_uses` (issue 14). Anthropic sets no
+# limit of its own; a request that uses more is still billed in full (the documented overspend bound).
+DEFAULT_SERVER_TOOL_USES = 10
 
 
 def tokens_of(usage: Usage) -> TokenCounts:
@@ -29,6 +32,8 @@ def tokens_of(usage: Usage) -> TokenCounts:
         output_tokens=usage.output_tokens,
         cache_read_tokens=usage.cache_read_tokens,
         cache_write_tokens=usage.cache_write_tokens,
+        web_search_requests=usage.web_search_requests,
+        web_fetch_requests=usage.web_fetch_requests,
     )
 
 
@@ -46,6 +51,29 @@ def chat_hold_nanos(spec: ModelSpec, *, input_tokens: int, max_output_tokens: in
     return cost_for(
         TokenCounts(input_tokens=input_tokens, output_tokens=output),
         TokenPrices(input_nanos_per_mtok=input_price, output_nanos_per_mtok=prices.output_nanos_per_mtok),
+    )
+
+
+def server_tool_hold_nanos(spec: ModelSpec, body: dict) -> int:
+    """Most the server tools of an A request can cost: each web_search / web_fetch tool's `max_uses` (else
+    DEFAULT_SERVER_TOOL_USES) at the model's per-use price. 0 for requests without server tools."""
+    counts = {"web_search": 0, "web_fetch": 0}
+    tools = body.get("tools")
+    for tool in tools if isinstance(tools, list) else []:
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        prefix = next((name for name in counts if isinstance(kind, str) and kind.startswith(name + "_")), None)
+        if prefix is None:
+            continue
+        uses = tool.get("max_uses")
+        counts[prefix] += uses if type(uses) is int and uses >= 0 else DEFAULT_SERVER_TOOL_USES
+    if not any(counts.values()):
+        return 0
+    return cost_for(
+        TokenCounts(web_search_requests=counts["web_search"], web_fetch_requests=counts["web_fetch"]),
+        TokenPrices(
+            web_search_nanos_per_kreq=spec.prices.web_search_nanos_per_kreq,
+            web_fetch_nanos_per_kreq=spec.prices.web_fetch_nanos_per_kreq,
+        ),
     )
 
 
@@ -114,6 +142,8 @@ async def settle(call: Call, key: KeyContext, hold: Hold, spec: ModelSpec, outco
         cache_write_tokens=usage.cache_write_tokens,
         output_tokens=usage.output_tokens,
         reasoning_tokens=usage.reasoning_tokens,
+        web_search_requests=usage.web_search_requests,
+        web_fetch_requests=usage.web_fetch_requests,
         units=outcome.units,
         is_estimated=usage.estimated,
         price_id=spec.price_id,

@@ -212,6 +212,8 @@ class UsageRecord:
     cache_write_tokens: int = 0
     output_tokens: int = 0
     reasoning_tokens: int = 0
+    web_search_requests: int = 0
+    web_fetch_requests: int = 0
     units: float | int = 0
     is_estimated: bool = False
     price_id: int | None = None

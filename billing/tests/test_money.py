@@ -92,3 +92,29 @@ def test_cents_edge():
 @pytest.mark.parametrize(("nanos", "text"), [(10_000_000_000, "10.00"), (1_500_000_000, "1.50"), (123_000, "0.000123")])
 def test_format_usd(nanos, text):
     assert format_usd(nanos) == text
+
+
+WEB = TokenPrices(
+    input_nanos_per_mtok=3_000_000_000, web_search_nanos_per_kreq=10_000_000_000, web_fetch_nanos_per_kreq=1_000_000
+)
+
+
+@pytest.mark.parametrize(
+    ("_case", "tokens", "prices", "expected"),
+    [
+        # $10 per 1,000 searches = $0.01 = 10_000_000 nanos each
+        ("one search", TokenCounts(web_search_requests=1), WEB, 10_000_000),
+        ("three searches and tokens", TokenCounts(input_tokens=1000, web_search_requests=3), WEB,
+         3_000_000 + 30_000_000),
+        # $0.001 per 1,000 fetches = 1,000 nanos each
+        ("fetches", TokenCounts(web_fetch_requests=7), WEB, 7_000),
+        # $0.0000005 per 1,000 fetches = 0.5 nano a fetch -> 1 (half up)
+        ("half a nano rounds up", TokenCounts(web_fetch_requests=1), TokenPrices(web_fetch_nanos_per_kreq=500), 1),
+        ("no price: free", TokenCounts(web_search_requests=5), TokenPrices(3_000_000_000), 0),
+        # 0.4 nano of input + 0.4 nano of one fetch: each alone rounds to 0, together 0.8 -> 1
+        ("one rounding for all kinds", TokenCounts(input_tokens=1, web_fetch_requests=1),
+         TokenPrices(input_nanos_per_mtok=400_000, web_fetch_nanos_per_kreq=400), 1),
+    ],
+)  # fmt: skip
+def test_cost_for_server_tools(_case, tokens, prices, expected):
+    assert cost_for(tokens, prices) == expected

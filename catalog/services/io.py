@@ -16,6 +16,7 @@ from catalog.crypto import decrypt_secret, encrypt_secret, mask_secret
 from catalog.models import Model, Price, Provider, ProviderKey, Route
 from catalog.services.audit import audit_record, catalog_changed
 from catalog.services.models import price_as_usd
+from proxy.translate.betas import anthropic_betas_policy_problems
 
 # YAML price key -> Price field. Token prices are USD per 1M tokens.
 PRICE_FIELDS = {
@@ -26,6 +27,9 @@ PRICE_FIELDS = {
     "image": "image_nanos",
     "audio_minute": "audio_minute_nanos",
     "characters": "character_nanos_per_mchar",
+    # Server tools, USD per 1,000 requests (Anthropic's unit: web_search 10 = $0.01 a search), issue 14.
+    "web_search": "web_search_nanos_per_kreq",
+    "web_fetch": "web_fetch_nanos_per_kreq",
 }
 # YAML `cost:` mapping key -> Price field: what the provider charges us, USD per 1M tokens.
 COST_FIELDS = {
@@ -39,6 +43,8 @@ MODEL_FIELDS = (
     "supports_tools", "supports_vision", "structured_output", "supports_audio", "supports_images",
     "visibility", "is_enabled",
 )  # fmt: skip
+# Model protocol flags (Model.options), written as top-level model keys; any other flag goes under `options:`.
+MODEL_OPTION_KEYS = ("mid_conv_system", "auto_cache", "reasoning_efforts")
 ROUTE_CAPS = ("max_concurrency", "rpm_limit")
 PROVIDER_KINDS = {choice.value for choice in Provider.Kind}
 
@@ -89,6 +95,11 @@ def _load_provider(data: dict, result: LoadResult, actor) -> Provider:
         "read_timeout_s": data.get("read_timeout"),
         "is_enabled": data.get("enabled", True),
     }
+    if not isinstance(defaults["options"], dict):
+        raise CatalogError(f"provider {name}: options must be a mapping")
+    problems = anthropic_betas_policy_problems(defaults["options"].get("betas"))
+    if problems:
+        raise CatalogError(f"provider {name}: {'; '.join(problems)}")
     provider, created = Provider.objects.update_or_create(name=name, defaults=defaults)
     keys = data.get("api_keys")
     if keys is not None and (not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys)):
@@ -136,6 +147,15 @@ def _load_model(data: dict, providers: dict[str, Provider], result: LoadResult, 
         if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
             raise CatalogError(f"model {name}: aliases must be a list of strings")
         defaults["aliases"] = aliases
+    if "options" in data or any(key in data for key in MODEL_OPTION_KEYS):
+        options = data.get("options") or {}
+        if not isinstance(options, dict):
+            raise CatalogError(f"model {name}: options must be a mapping")
+        options = {**options, **{key: data[key] for key in MODEL_OPTION_KEYS if key in data}}
+        efforts = options.get("reasoning_efforts")
+        if efforts is not None and (not isinstance(efforts, list) or not all(isinstance(e, str) for e in efforts)):
+            raise CatalogError(f"model {name}: reasoning_efforts must be a list of strings")
+        defaults["options"] = {key: value for key, value in options.items() if value not in (None, False, [])}
     if defaults.get("visibility", Model.Visibility.PUBLIC) not in Model.Visibility.values:
         raise CatalogError(f"model {name}: visibility must be one of {Model.Visibility.values}")
     model, created = Model.objects.update_or_create(name=name, defaults=defaults)
@@ -254,6 +274,10 @@ def catalog_dump(*, include_secrets: bool = False) -> dict:
             default = Model._meta.get_field(key).get_default()
             if value != default and value not in (None, ""):
                 item["enabled" if key == "is_enabled" else key] = value
+        options = dict(model.options or {})
+        item.update({key: options.pop(key) for key in MODEL_OPTION_KEYS if key in options})
+        if options:
+            item["options"] = options
         orgs = sorted(org.slug for org in model.organizations.all())
         if orgs:
             item["organizations"] = orgs

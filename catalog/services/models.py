@@ -14,6 +14,7 @@ from catalog.services.audit import audit_record, catalog_changed
 PRICE_NANOS_FIELDS = (
     "input_nanos_per_mtok", "output_nanos_per_mtok", "cache_read_nanos_per_mtok", "cache_write_nanos_per_mtok",
     "image_nanos", "audio_minute_nanos", "character_nanos_per_mchar",
+    "web_search_nanos_per_kreq", "web_fetch_nanos_per_kreq",
     "cost_input_nanos_per_mtok", "cost_output_nanos_per_mtok", "cost_cache_read_nanos_per_mtok",
     "cost_cache_write_nanos_per_mtok",
 )  # fmt: skip

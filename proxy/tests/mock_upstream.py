@@ -31,6 +31,21 @@ Unscripted replies are deterministic, so tests can predict every byte that matte
   words. A stream sends the thought, then the text word by word (each chunk with running usageMetadata), and
   the last chunk carries finishReason and the final usageMetadata; no end marker. Function-call ids: "fc_mock1".
 
+* Claude Code additions (issue 14, PROTOCOLS-RESPONSES §6): ``{role:"system"}`` messages are accepted only for
+  the models in ``MID_CONV_SYSTEM_MODELS`` and only where Anthropic allows them (not first, after a user message,
+  never two in a row, followed by an assistant message or nothing); other models answer 400 "messages.N.role:
+  role 'system' is not supported on this model".
+* Server tools: a ``web_search_*`` tool makes the reply start with ``max_uses`` (default 1, at most 3) searches —
+  a ``server_tool_use`` + ``web_search_tool_result`` block each — and the usage carries
+  ``server_tool_use.web_search_requests``. ``mcp_servers`` needs an ``mcp-client-*`` beta (else 400) and makes the
+  reply start with an ``mcp_tool_use`` + ``mcp_tool_result`` pair for the first server.
+* Strict prompt caching, when ``prompt_caching`` is set (off by default, then the rule above applies): a prefix is
+  cached only at a ``cache_control`` breakpoint (at most 4, else 400; a top-level ``cache_control`` marks the last
+  block) and only from ``min_cacheable_tokens`` (1024) tokens on. A request reads the longest of its breakpoint
+  prefixes written before (``cache_read_input_tokens``) and writes its last breakpoint's prefix beyond that
+  (``cache_creation_input_tokens``); no breakpoint, no cache. Prefix order is tools, system, messages; tokens count
+  as above (tool definitions 0).
+
 A ``Script`` queued with ``enqueue()`` replaces all of that (auth included) for the next request to its path.
 
 Agent loops: directives in the user's text (``[[shell …]]``, ``[[call …]]``, ``[[say …]]``, see mock_agent.py) replace
@@ -41,7 +56,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import hashlib
 import json
 import math
@@ -52,7 +66,7 @@ import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email import policy
 from email.parser import BytesParser
 from typing import Any, Literal, Self
@@ -78,6 +92,9 @@ GEMINI_MODELS = {"gemini-2.5-flash": "Gemini 2.5 Flash", "gemini-2.5-pro": "Gemi
 GEMINI_PATH_PREFIX = "/v1beta/models/"
 OPENAI_MODELS = ("gpt-4o-mini", "gpt-4.1", "o4-mini", "text-embedding-3-small", "gpt-image-1", "whisper-1")
 ANTHROPIC_MODELS = {"claude-sonnet-4-5": "Claude Sonnet 4.5", "claude-haiku-4-5": "Claude Haiku 4.5"}
+MID_CONV_SYSTEM_MODELS = frozenset({"claude-opus-4-8"})  # GA on Opus 4.8+ (PROTOCOLS-RESPONSES §6)
+MAX_CACHE_BREAKPOINTS = 4
+MAX_MOCK_SEARCHES = 3
 # A valid 1x1 transparent PNG.
 TINY_PNG_BASE64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAAC0lEQVR4nGNgAAIAAAUAAXpeqz8AAAAASUVORK5CYII="
 
@@ -224,6 +241,9 @@ class _Reply:
     stop_sequence: str | None
     prompt_tokens: int
     cached_tokens: int
+    cache_write_tokens: int = 0
+    server_blocks: tuple[dict[str, Any], ...] = ()  # Anthropic server tool / MCP blocks placed before the text
+    server_tool_use: dict[str, int] | None = None
 
     @property
     def output_tokens(self) -> int:
@@ -238,6 +258,9 @@ class MockUpstream:
         self.api_key = api_key
         self.host = host
         self.port = port
+        self.prompt_caching = False  # strict Anthropic prompt-cache emulation (see the module docstring)
+        self.min_cacheable_tokens = 1024
+        self._cache: set[str] = set()  # prefix hashes written
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._scripts: defaultdict[str, deque[Script]] = defaultdict(deque)
@@ -343,6 +366,7 @@ class MockUpstream:
             self.requests.clear()
             self._scripts.clear()
             self._ids.clear()
+            self._cache.clear()
             self._disconnected.clear()
 
     def wait_for_disconnect(self, timeout: float) -> bool:
@@ -413,10 +437,10 @@ class MockUpstream:
         if planned is None:
             return reply
         if planned.tool is None:
-            return dataclasses.replace(reply, text=planned.text, tool_call=None, stop="end", stop_sequence=None)
+            return replace(reply, text=planned.text, tool_call=None, stop="end", stop_sequence=None)
         call_id = reply.tool_call.id if reply.tool_call else self._new_id(prefix)
         call = _ToolCall(call_id, planned.tool, planned.arguments)
-        return dataclasses.replace(reply, text="", tool_call=call, stop="tool", stop_sequence=None)
+        return replace(reply, text="", tool_call=call, stop="tool", stop_sequence=None)
 
     # -- default endpoints -------------------------------------------------------------------------------------
 
@@ -449,6 +473,11 @@ class MockUpstream:
         body = _json_body(record, "model", "max_tokens", "messages")
         _anthropic_validate(body)
         prompt_tokens = _anthropic_prompt_tokens(body)
+        if self.prompt_caching:
+            cached, written = self._prompt_cache(body)
+        else:
+            cached, written = (prompt_tokens // 2 if _anthropic_has_cache_control(body) else 0), 0
+        server_blocks, server_use = self._server_blocks(body, record)
         reply = _plan_reply(
             user_text=_anthropic_user_text(body["messages"]),
             tool_call=self._tool_call("toolu_mock", _anthropic_tool_to_call(body)),
@@ -456,13 +485,98 @@ class MockUpstream:
             stop_sequences=body.get("stop_sequences") or [],
             max_words=body["max_tokens"],
             prompt_tokens=prompt_tokens,
-            cached_tokens=prompt_tokens // 2 if _anthropic_has_cache_control(body) else 0,
+            cached_tokens=cached,
         )
+        reply = replace(reply, cache_write_tokens=written, server_blocks=server_blocks, server_tool_use=server_use)
         reply = self._scripted(reply, mock_agent.anthropic_view(body), "toolu_mock")
         message_id = self._new_id("msg_mock")
         if body.get("stream"):
             return Script(sse=_anthropic_events(reply, message_id=message_id, model=body["model"]))
         return Script(json=_anthropic_message(reply, message_id=message_id, model=body["model"]))
+
+    def _prompt_cache(self, body: dict[str, Any]) -> tuple[int, int]:
+        """(cache_read_input_tokens, cache_creation_input_tokens) under the strict rule of the module docstring."""
+        items = _anthropic_cache_items(body)
+        breakpoints = [index for index, (_, _, marked) in enumerate(items) if marked]
+        if "cache_control" in body and items and (len(items) - 1) not in breakpoints:
+            breakpoints.append(len(items) - 1)
+        if len(breakpoints) > MAX_CACHE_BREAKPOINTS:
+            raise _InvalidRequestError(
+                f"A maximum of {MAX_CACHE_BREAKPOINTS} blocks with cache_control may be provided. "
+                f"Found {len(breakpoints)}."
+            )
+        prefixes = []
+        for index in breakpoints:
+            digest = hashlib.sha256(json.dumps([body["model"], [i[0] for i in items[: index + 1]]]).encode())
+            prefixes.append((digest.hexdigest(), sum(i[1] for i in items[: index + 1])))
+        prefixes = [(digest, tokens) for digest, tokens in prefixes if tokens >= self.min_cacheable_tokens]
+        with self._lock:
+            read = max((tokens for digest, tokens in prefixes if digest in self._cache), default=0)
+            written = max(prefixes[-1][1] - read, 0) if prefixes and prefixes[-1][0] not in self._cache else 0
+            self._cache.update(digest for digest, _ in prefixes)
+        return read, written
+
+    def _server_blocks(
+        self, body: dict[str, Any], record: RecordedRequest
+    ) -> tuple[tuple[dict[str, Any], ...], dict[str, int] | None]:
+        """The server tool / MCP blocks the upstream would run before answering, and the usage they add."""
+        blocks: list[dict[str, Any]] = []
+        user_text = _anthropic_user_text(body["messages"])
+        if body.get("mcp_servers"):
+            betas = record.headers.get("anthropic-beta") or ""
+            if "mcp-client-" not in betas:
+                raise _InvalidRequestError(
+                    "mcp_servers: the MCP connector requires the beta header mcp-client-2025-11-20"
+                )
+            server = body["mcp_servers"][0]
+            call_id = self._new_id("mcptoolu_mock")
+            blocks.append(
+                {
+                    "type": "mcp_tool_use",
+                    "id": call_id,
+                    "name": "echo",
+                    "server_name": server["name"],
+                    "input": {"text": user_text},
+                }
+            )
+            blocks.append(
+                {
+                    "type": "mcp_tool_result",
+                    "tool_use_id": call_id,
+                    "is_error": False,
+                    "content": [{"type": "text", "text": "mcp: " + user_text}],
+                }
+            )
+        search = next((t for t in body.get("tools") or [] if str(t.get("type", "")).startswith("web_search_")), None)
+        if search is None:
+            return tuple(blocks), None
+        searches = min(search.get("max_uses") or 1, MAX_MOCK_SEARCHES)
+        for number in range(1, searches + 1):
+            call_id = self._new_id("srvtoolu_mock")
+            blocks.append(
+                {
+                    "type": "server_tool_use",
+                    "id": call_id,
+                    "name": search.get("name", "web_search"),
+                    "input": {"query": f"{user_text} {number}"},
+                }
+            )
+            blocks.append(
+                {
+                    "type": "web_search_tool_result",
+                    "tool_use_id": call_id,
+                    "content": [
+                        {
+                            "type": "web_search_result",
+                            "url": f"https://example.test/{number}",
+                            "title": f"Result {number}",
+                            "encrypted_content": "ZW5j",
+                            "page_age": None,
+                        }
+                    ],
+                }
+            )
+        return tuple(blocks), {"web_search_requests": searches, "web_fetch_requests": 0}
 
     def _count_tokens(self, record: RecordedRequest) -> Script:
         body = _json_body(record, "model", "messages")
@@ -970,7 +1084,9 @@ def _anthropic_validate(body: dict[str, Any]) -> None:
     system = body.get("system")
     _anthropic_validate_texts("system", _anthropic_blocks(system) if system else [])
     for index, message in enumerate(messages):
-        if message.get("role") not in ("user", "assistant"):
+        if message.get("role") == "system":
+            _anthropic_validate_system_message(body, index)
+        elif message.get("role") not in ("user", "assistant"):
             raise _InvalidRequestError(
                 f"messages.{index}.role: Input should be 'user' or 'assistant', got {message.get('role')!r}"
             )
@@ -984,6 +1100,41 @@ def _anthropic_validate(body: dict[str, Any]) -> None:
         _anthropic_validate_texts("messages", blocks)
         if not body.get("tools") and any(block.get("type") in ("tool_use", "tool_result") for block in blocks):
             raise _InvalidRequestError("Requests which include `tool_use` or `tool_result` blocks must define tools.")
+
+
+def _anthropic_validate_system_message(body: dict[str, Any], index: int) -> None:
+    """Mid-conversation system messages: only some models, only where Anthropic's placement rules allow."""
+    if body["model"] not in MID_CONV_SYSTEM_MODELS:
+        raise _InvalidRequestError(f"messages.{index}.role: role 'system' is not supported on this model")
+    messages = body["messages"]
+    before = messages[index - 1] if index else None
+    after = messages[index + 1] if index + 1 < len(messages) else None
+    if before is None or before.get("role") != "user":
+        raise _InvalidRequestError(f"messages.{index}: a system message must follow a user message")
+    if after is not None and after.get("role") != "assistant":
+        raise _InvalidRequestError(f"messages.{index}: a system message must precede an assistant message or be last")
+
+
+def _anthropic_cache_items(body: dict[str, Any]) -> list[tuple[Any, int, bool]]:
+    """The prompt in Anthropic's cache order (tools, system, messages): (block sans cache_control, tokens,
+    carries a breakpoint) each; a part's first block carries its TOKENS_PER_MESSAGE."""
+    items: list[tuple[Any, int, bool]] = []
+
+    def add(role: str, content: Any) -> None:
+        for position, block in enumerate(_anthropic_blocks(content)):
+            tokens = sum(_words(text) for text in _anthropic_texts([block]))
+            plain = {key: value for key, value in block.items() if key != "cache_control"}
+            items.append(
+                ([role, plain], tokens + (TOKENS_PER_MESSAGE if position == 0 else 0), "cache_control" in block)
+            )
+
+    for tool in body.get("tools") or []:
+        items.append((["tool", {k: v for k, v in tool.items() if k != "cache_control"}], 0, "cache_control" in tool))
+    if body.get("system"):
+        add("system", body["system"])
+    for message in body["messages"]:
+        add(message["role"], message["content"])
+    return items
 
 
 def _anthropic_validate_texts(where: str, blocks: list[dict[str, Any]]) -> None:
@@ -1014,7 +1165,7 @@ def _anthropic_answers_tool_results(messages: list[dict[str, Any]]) -> bool:
 
 
 def _anthropic_tool_to_call(body: dict[str, Any]) -> str | None:
-    tools = body.get("tools") or []
+    tools = [tool for tool in body.get("tools") or [] if tool.get("type") in (None, "custom")]  # not server tools
     choice = body.get("tool_choice") or {"type": "auto"}
     if not tools or choice["type"] == "none" or _anthropic_answers_tool_results(body["messages"]):
         return None
@@ -1022,18 +1173,22 @@ def _anthropic_tool_to_call(body: dict[str, Any]) -> str | None:
 
 
 def _anthropic_usage(reply: _Reply) -> dict[str, Any]:
-    return {
-        "input_tokens": reply.prompt_tokens - reply.cached_tokens,
+    usage: dict[str, Any] = {
+        "input_tokens": reply.prompt_tokens - reply.cached_tokens - reply.cache_write_tokens,
         "output_tokens": reply.output_tokens,
-        "cache_creation_input_tokens": 0,
+        "cache_creation_input_tokens": reply.cache_write_tokens,
         "cache_read_input_tokens": reply.cached_tokens,
     }
+    if reply.server_tool_use is not None:
+        usage["server_tool_use"] = dict(reply.server_tool_use)
+    return usage
 
 
 def _anthropic_content(reply: _Reply) -> list[dict[str, Any]]:
     content: list[dict[str, Any]] = []
     if reply.reasoning:
         content.append({"type": "thinking", "thinking": reply.reasoning, "signature": THINKING_SIGNATURE})
+    content += [dict(block) for block in reply.server_blocks]
     if reply.text:
         content.append({"type": "text", "text": reply.text})
     if reply.tool_call:
@@ -1068,6 +1223,8 @@ def _anthropic_block_stream(block: dict[str, Any]) -> tuple[dict[str, Any], list
     if block["type"] == "text":
         deltas = [{"type": "text_delta", "text": piece} for piece in _word_pieces(block["text"])]
         return {"type": "text", "text": ""}, deltas
+    if block["type"] in ("web_search_tool_result", "mcp_tool_result"):
+        return block, []  # results arrive whole in content_block_start
     # The real API opens tool input with an empty fragment; converters must not forward it (§4.1).
     fragments = ["", *_halves(json.dumps(block["input"]))]
     return {**block, "input": {}}, [{"type": "input_json_delta", "partial_json": part} for part in fragments]

@@ -565,8 +565,13 @@ def test_anthropic_stop_sequences_and_max_tokens_truncate(
             "must define tools",
         ),
         (
-            "system role inside messages",
-            {"max_tokens": 10, "messages": [{"role": "system", "content": "Be terse."}, user("hi")]},
+            "system role on a model without mid-conversation system messages",
+            {"max_tokens": 10, "messages": [user("hi"), {"role": "system", "content": "Be terse."}]},
+            "messages.1.role: role 'system' is not supported on this model",
+        ),
+        (
+            "unknown role inside messages",
+            {"max_tokens": 10, "messages": [{"role": "tool", "content": "Be terse."}, user("hi")]},
             "Input should be 'user' or 'assistant'",
         ),
     ],
@@ -948,3 +953,69 @@ async def test_usable_from_async_code() -> None:
             completion = await client.chat.completions.create(model="gpt-test", messages=[user("async hi")])
 
     assert completion.choices[0].message.content == "Echo: async hi"
+
+
+# -- Issue 14: mid-conversation system messages, server tools, MCP, strict prompt caching ------------------------
+
+
+def _post_messages(upstream: MockUpstream, body: dict[str, Any], **headers: str) -> httpx.Response:
+    return httpx.post(f"{upstream.anthropic_base_url}/v1/messages", json=body, headers={**ANTHROPIC_AUTH, **headers})
+
+
+@pytest.mark.parametrize(
+    ("_case", "messages", "status", "message"),
+    [
+        ("after a user message, before an assistant one", [user("a"), {"role": "system", "content": "s"},
+                                                           {"role": "assistant", "content": "b"}, user("c")], 200, None),
+        ("last", [user("a"), {"role": "system", "content": "s"}], 200, None),
+        ("first", [{"role": "system", "content": "s"}, user("a")], 400, "must follow a user message"),
+        ("two in a row", [user("a"), {"role": "system", "content": "s"}, {"role": "system", "content": "t"}], 400,
+         "must precede an assistant message"),
+    ],
+)  # fmt: skip
+def test_mid_conversation_system_placement(upstream: MockUpstream, _case, messages, status, message) -> None:
+    response = _post_messages(upstream, {"model": "claude-opus-4-8", "max_tokens": 10, "messages": messages})
+    assert response.status_code == status
+    if message:
+        assert message in response.json()["error"]["message"]
+
+
+def test_web_search_reports_server_tool_use(upstream: MockUpstream) -> None:
+    tools = [{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}]
+    response = _post_messages(upstream, {"model": "claude-test", "max_tokens": 50, "tools": tools,
+                                         "messages": [user("news")]})  # fmt: skip
+    data = response.json()
+    assert [block["type"] for block in data["content"]] == [
+        "server_tool_use", "web_search_tool_result", "server_tool_use", "web_search_tool_result", "text",
+    ]  # fmt: skip
+    assert data["usage"]["server_tool_use"] == {"web_search_requests": 2, "web_fetch_requests": 0}
+
+
+def test_mcp_servers_need_the_beta(upstream: MockUpstream) -> None:
+    body = {"model": "claude-test", "max_tokens": 50, "messages": [user("hi")],
+            "mcp_servers": [{"type": "url", "url": "https://mcp.example.test/sse", "name": "ex"}]}  # fmt: skip
+    refused = _post_messages(upstream, body)
+    accepted = _post_messages(upstream, body, **{"anthropic-beta": "mcp-client-2025-04-04"})
+    assert refused.status_code == 400
+    assert [b["type"] for b in accepted.json()["content"]] == ["mcp_tool_use", "mcp_tool_result", "text"]
+    assert accepted.json()["content"][0]["server_name"] == "ex"
+
+
+def test_strict_prompt_caching(upstream: MockUpstream) -> None:
+    long_text = " ".join(["word"] * 1200)
+    marked = {"model": "claude-test", "max_tokens": 5, "system": [
+        {"type": "text", "text": long_text, "cache_control": {"type": "ephemeral"}}], "messages": [user("hi")]}
+    unmarked = {"model": "claude-test", "max_tokens": 5, "system": long_text, "messages": [user("hi")]}
+    upstream.prompt_caching = True
+    try:
+        usages = [_post_messages(upstream, body).json()["usage"] for body in (unmarked, unmarked, marked, marked)]
+    finally:
+        upstream.prompt_caching = False
+    prompt = 1200 + 10 + 1 + 10
+    cached_prefix = 1200 + 10
+    assert [(u["input_tokens"], u["cache_creation_input_tokens"], u["cache_read_input_tokens"]) for u in usages] == [
+        (prompt, 0, 0),  # no breakpoint, no cache
+        (prompt, 0, 0),
+        (prompt - cached_prefix, cached_prefix, 0),  # written
+        (prompt - cached_prefix, 0, cached_prefix),  # read
+    ]

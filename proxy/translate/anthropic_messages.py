@@ -12,6 +12,13 @@ from .media import (
     anthropic_search_result_to_openai,
 )
 from .models import TargetModel
+from .system_messages import (
+    anthropic_split_mid_conv_blocks,
+    anthropic_system_text,
+    anthropic_tool_changes,
+    mid_system_not_supported,
+    tool_change_note,
+)
 from .tools import compact_json, openai_tool_name
 
 TOOL_ERROR_PREFIX = "Error: "  # O tool messages have no is_error flag (§2.4 step 2, gateway choice)
@@ -112,15 +119,29 @@ def _assistant_message(content: object, ctx: _MessageContext) -> dict | None:
     return message
 
 
+def _system_message(content: object, index: int, ctx: _MessageContext) -> dict | None:
+    """A mid-conversation system message → O system/developer message at the same place (M3), or None when it
+    has nothing to say; `mid_system: reject` answers the 400 Claude Code falls back from (M7)."""
+    if ctx.target.mid_system == "reject":
+        raise mid_system_not_supported(index)
+    note = tool_change_note(anthropic_tool_changes(content))
+    text = "\n".join(part for part in (anthropic_system_text(content), note) if part)
+    return {"role": ctx.target.system_role, "content": text} if text else None
+
+
 def anthropic_messages_to_openai(
     messages: object, target: TargetModel, inline_images: InlineImages, tool_names: dict[str, str]
 ) -> list[dict]:
-    """O messages for A messages (§2.4); shortened tool names are recorded in `tool_names`."""
+    """O messages for A messages (§2.4); shortened tool names are recorded in `tool_names`.
+
+    Mid-conversation system messages come back as O system (flag: developer) messages at their place; with
+    `mid_system: hoist` they are marked `_hoist` for `anthropic_request_to_openai` to move (M3).
+    """
     ctx = _MessageContext(target, inline_images, tool_names)
     if not isinstance(messages, list) or not messages:
         raise TranslationError("messages must be a non-empty array.", param="messages")
     converted: list[dict] = []
-    for i, message in enumerate(messages):
+    for i, message in enumerate(anthropic_split_mid_conv_blocks(messages)):
         role = message.get("role") if isinstance(message, dict) else None
         if role == "user":
             converted += _user_messages(message.get("content"), f"messages[{i}].content", ctx)
@@ -128,16 +149,16 @@ def anthropic_messages_to_openai(
             assistant = _assistant_message(message.get("content"), ctx)
             if assistant is not None:
                 converted.append(assistant)
+        elif role == "system":
+            system = _system_message(message.get("content"), i, ctx)
+            if system is not None:
+                converted.append({**system, "_hoist": True} if target.mid_system == "hoist" else system)
         else:
             raise TranslationError(f"Unsupported message role {role!r}.", param=f"messages[{i}].role")
     return converted
 
 
 def anthropic_system_to_openai(system: object) -> str:
-    """One system string: text blocks joined with a blank line, cache_control dropped (§2.3)."""
-    if isinstance(system, str):
-        return system
-    if isinstance(system, list):
-        texts = [block.get("text") for block in system if isinstance(block, dict) and block.get("type") == "text"]
-        return "\n\n".join(text for text in texts if text)  # cache_control dropped (§2.3)
-    return ""
+    """One system string: text blocks joined with a blank line, cache_control and Claude Code's billing header
+    block dropped (§2.3, M11)."""
+    return anthropic_system_text(system)

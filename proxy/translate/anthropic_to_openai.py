@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 from .anthropic_messages import anthropic_messages_to_openai, anthropic_system_to_openai
@@ -10,9 +11,11 @@ from .media import InlineImages
 from .models import Conversion, TargetModel
 from .reasoning import anthropic_thinking_to_effort
 from .stop_reasons import anthropic_stop
+from .system_messages import anthropic_split_mid_conv_blocks, anthropic_tool_fold
 from .tools import (
     anthropic_tool_choice_to_openai,
     anthropic_tool_to_openai,
+    openai_tool_name,
     sanitize_tool_id,
     tool_input_from_arguments,
 )
@@ -45,9 +48,23 @@ def _tools(body: dict, target: TargetModel, tool_names: dict[str, str]) -> dict:
                 param=f"tools[{i}].type",
                 code="unsupported_parameter",
             )
+    fold = anthropic_tool_fold(client_tools, anthropic_split_mid_conv_blocks(body.get("messages")))
+    for definition in fold.added.values():  # an inline tool_definition is declared like the others (M6)
+        if definition.get("type") in (None, "custom"):
+            tools.append(anthropic_tool_to_openai(definition, tool_names))
     if tools:
         fields["tools"] = tools
-    return fields | anthropic_tool_choice_to_openai(body.get("tool_choice"), bool(tools))
+    fields |= anthropic_tool_choice_to_openai(body.get("tool_choice"), bool(tools))
+    if tools and fold.changed and fields.get("tool_choice") in (None, "auto", "required"):
+        # M6: every declared tool stays (the history may call any of them); this turn may use only the active ones.
+        functions = {tool["function"]["name"] for tool in tools}
+        names = [name for name in map(openai_tool_name, fold.active) if name in functions]
+        allowed = [{"type": "function", "function": {"name": name}} for name in names]
+        mode = "required" if fields.get("tool_choice") == "required" else "auto"
+        fields["tool_choice"] = (
+            {"type": "allowed_tools", "allowed_tools": {"mode": mode, "tools": allowed}} if allowed else "none"
+        )
+    return fields
 
 
 def _is_strict_schema(schema: object) -> bool:
@@ -88,9 +105,12 @@ def anthropic_request_to_openai(
     tool_names: dict[str, str] = {}
     tool_fields = _tools(body, target, tool_names)
     messages = anthropic_messages_to_openai(body.get("messages"), target, inline_images or {}, tool_names)
-    system = anthropic_system_to_openai(body.get("system"))
+    # mid_system: hoist — for providers that reject non-leading system messages (M3, CLIProxyAPI#3608).
+    hoisted = [m["content"] for m in messages if m.get("_hoist")]
+    messages = [m for m in messages if not m.get("_hoist")]
+    system = "\n\n".join(part for part in (anthropic_system_to_openai(body.get("system")), *hoisted) if part)
     if system:
-        messages.insert(0, {"role": "system", "content": system})
+        messages.insert(0, {"role": target.system_role, "content": system})
 
     out: dict = {"model": target.upstream_model, "messages": messages, target.max_tokens_field: max_tokens}
     for name in ("temperature", "top_p"):  # A's ranges are inside O's; top_k has no O counterpart
@@ -115,7 +135,8 @@ def anthropic_request_to_openai(
     metadata = body.get("metadata")
     user_id = metadata.get("user_id") if isinstance(metadata, dict) else None
     if isinstance(user_id, str) and user_id:
-        out["user"] = user_id
+        # M10: Claude Code sends a ~150-character JSON string; its sha256 hex is a stable opaque id of 64 chars.
+        out["user"] = hashlib.sha256(user_id.encode()).hexdigest()
     # n is never sent: A returns one message (§3.4). service_tier, container, cache_control… are dropped (§2.8).
     return Conversion(body=out, tool_names=tool_names, input_estimate=estimate_openai_prompt_tokens(out))
 

@@ -61,6 +61,7 @@ class GatewayError(Exception):
         status: int | None = None,
         retry_after: int | None = None,
         should_retry: bool | None = None,
+        details: dict | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
@@ -70,6 +71,7 @@ class GatewayError(Exception):
         self.status = status
         self.retry_after = retry_after
         self.should_retry = should_retry
+        self.details = details  # A clients: error.details (e.g. {"error_code": …}, PROTOCOLS-RESPONSES §6 M7)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.kind!s}, {self.message!r}, param={self.param!r}, code={self.code!r})"
@@ -115,7 +117,10 @@ def openai_stream_error(err: GatewayError) -> dict:
 
 def anthropic_stream_error(err: GatewayError) -> dict:
     """Data of a mid-stream A `error` event."""
-    return {"type": "error", "error": {"type": _SHAPES[err.kind].anthropic_type, "message": err.message}}
+    error: dict = {"type": _SHAPES[err.kind].anthropic_type, "message": err.message}
+    if err.details:
+        error["details"] = dict(err.details)
+    return {"type": "error", "error": error}
 
 
 # §5.3 step 2: keep the upstream's words but not its hostnames, keys or addresses.

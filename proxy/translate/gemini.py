@@ -25,6 +25,15 @@ from dataclasses import replace
 from .errors import TranslationError
 from .models import Conversion, TargetModel
 from .openai_to_anthropic import anthropic_response_to_openai, openai_request_to_anthropic
+from .system_messages import (
+    BILLING_HEADER_PREFIX,
+    anthropic_split_mid_conv_blocks,
+    anthropic_system_text,
+    anthropic_tool_changes,
+    is_system_message,
+    mid_system_not_supported,
+    tool_change_note,
+)
 from .tools import openai_tool_name
 from .usage import Usage, estimate_anthropic_prompt_tokens, usage_to_anthropic
 
@@ -191,14 +200,34 @@ def _contents(messages: list, tool_names: dict[str, str]) -> list[dict]:
     return contents
 
 
-def _system_instruction(system: object) -> dict | None:
+def _system_instruction(system: object, mid_system: list[str] = ()) -> dict | None:
     texts = (
         [system]
         if isinstance(system, str)
         else [b.get("text") or "" for b in _blocks(system) if b.get("type") == "text"]
     )
-    parts = [{"text": text} for text in texts if text.strip()]
+    texts = [text for text in texts if not text.startswith(BILLING_HEADER_PREFIX)]  # M11
+    parts = [{"text": text} for text in [*texts, *mid_system] if text.strip()]
     return {"parts": parts} if parts else None
+
+
+def _mid_system_texts(messages: list, target: TargetModel) -> tuple[list, list[str]]:
+    """(messages without system ones, their texts in order). Gemini has no system turn: the nearest faithful
+    form is the system instruction, as for A models without the feature (PROTOCOLS-RESPONSES §6 M5); the
+    declared tools all stay and a tool change becomes a one-line note there (M6)."""
+    texts: list[str] = []
+    kept: list = []
+    for index, message in enumerate(anthropic_split_mid_conv_blocks(messages)):
+        if not is_system_message(message):
+            kept.append(message)
+            continue
+        if target.mid_system == "reject":
+            raise mid_system_not_supported(index)
+        note = tool_change_note(anthropic_tool_changes(message.get("content")))
+        text = "\n".join(part for part in (anthropic_system_text(message.get("content")), note) if part)
+        if text:
+            texts.append(text)
+    return kept, texts
 
 
 def _tools(tools: object, tool_names: dict[str, str]) -> list[dict]:
@@ -282,9 +311,14 @@ def _generation_config(body: dict, target: TargetModel) -> dict:
 
 def anthropic_request_to_gemini(body: dict, target: TargetModel) -> Conversion:
     """Convert an A Messages request into a generateContent body (the model goes in the URL, not the body)."""
+    if body.get("mcp_servers"):
+        raise TranslationError(
+            "mcp_servers is not supported for this model.", param="mcp_servers", code="unsupported_parameter"
+        )
     tool_names: dict[str, str] = {}
-    out: dict = {"contents": _contents(body.get("messages") or [], tool_names)}
-    system = _system_instruction(body.get("system"))
+    messages, mid_system = _mid_system_texts(body.get("messages") or [], target)
+    out: dict = {"contents": _contents(messages, tool_names)}
+    system = _system_instruction(body.get("system"), mid_system)
     if system is not None:
         out["systemInstruction"] = system
     tools = _tools(body.get("tools"), tool_names)

@@ -28,6 +28,11 @@ class TargetModel:
     reasoning_efforts: tuple[str, ...] = ()  # O upstream's accepted reasoning_effort words; () = any (§2.6)
     documents: bool = True  # O upstream accepts PDF `file` parts (§2.4 step 2)
     web_search: bool = False  # O upstream accepts web_search_options (§2.3 server tools)
+    # Issue 14 (PROTOCOLS-RESPONSES §6): mid-conversation system messages and automatic caching.
+    system_role: str = "system"  # O upstream: role of converted system messages ("system" | "developer")
+    mid_system: str = "inline"  # O upstream: "inline" (same position) | "hoist" (into the leading one) | "reject"
+    mid_conv_system: bool = False  # A upstream model takes {role:"system"} messages in place (M2)
+    auto_cache: bool = False  # A upstream: place prompt-cache breakpoints for O clients (issue 14 item 5)
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from .caching import anthropic_auto_cache
 from .errors import TranslationError
 from .media import InlineImages
 from .models import Conversion, TargetModel
@@ -183,6 +184,10 @@ def openai_request_to_anthropic(
         out["metadata"] = {"user_id": user_id}
     if "stream" in body:
         out["stream"] = bool(body["stream"])
+    if target.auto_cache:
+        # Catalog flag auto_cache: A caches only at breakpoints, an O client cannot place them (issue 14).
+        # prompt_cache_key has no A field: the cache is keyed by the exact prefix, so it is not sent.
+        out = anthropic_auto_cache(out)
     # Everything else (seed, penalties, logit_bias, logprobs, store, metadata, …) is dropped (§2.8, G1).
     return Conversion(
         body=out,

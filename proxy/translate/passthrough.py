@@ -6,6 +6,13 @@ from collections.abc import Callable
 
 from .anthropic_to_openai import anthropic_thinking_filter
 from .models import Conversion, TargetModel
+from .system_messages import (
+    anthropic_hoist_system_messages,
+    anthropic_split_mid_conv_blocks,
+    has_system_messages,
+    is_system_message,
+    mid_system_not_supported,
+)
 from .usage import estimate_anthropic_prompt_tokens, estimate_openai_prompt_tokens
 
 
@@ -40,7 +47,16 @@ def anthropic_request_to_anthropic(
     accept_signature: Callable[[dict], bool] | None = None,
     input_estimate: int | None = None,
 ) -> Conversion:
-    """A→A: upstream model id and the thinking provenance filter (§3.5); everything else forwarded."""
+    """A→A: upstream model id and the thinking provenance filter (§3.5); everything else forwarded.
+
+    Mid-conversation system messages go through unchanged to a model flagged `mid_conv_system`; any other
+    model gets their text appended to `system` and the tool changes folded (PROTOCOLS-RESPONSES §6 M2, M5).
+    """
+    if not target.mid_conv_system and has_system_messages(body.get("messages")):
+        if target.mid_system == "reject":
+            messages = anthropic_split_mid_conv_blocks(body["messages"])
+            raise mid_system_not_supported(next(i for i, m in enumerate(messages) if is_system_message(m)))
+        body = anthropic_hoist_system_messages(body)
     out = {**anthropic_thinking_filter(body, accept_signature=accept_signature), "model": target.upstream_model}
     estimate = estimate_anthropic_prompt_tokens(out) if input_estimate is None else input_estimate
     return Conversion(body=out, input_estimate=estimate)

@@ -32,6 +32,8 @@ MESSAGE_OVERHEAD_TOKENS = 4  # role and framing tokens per message
 # Reasoning is left out of that check: some providers (DeepSeek's reasoner) do not count it in the cap.
 MAX_REPORTED_TOKENS = 100_000_000
 OUTPUT_SLACK_TOKENS = 1024
+# Server tools run inside one request: a few dozen at most (max_uses caps them). Beyond this: a broken upstream.
+MAX_SERVER_TOOL_REQUESTS = 1_000
 _COUNT_FIELDS = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
 
 
@@ -113,6 +115,10 @@ class Usage:
     cache_write_tokens: int = 0
     output_tokens: int = 0  # includes reasoning
     reasoning_tokens: int = 0  # part of output_tokens
+    # Server tools the upstream ran and charges per use (A usage.server_tool_use, issue 14); parsed through
+    # _wire_count like the token counts, so a malformed value counts 0 and is logged.
+    web_search_requests: int = 0
+    web_fetch_requests: int = 0
     estimated: bool = False  # counted locally: the upstream gave no usage, or counts out of bounds were replaced
 
     def __post_init__(self) -> None:
@@ -208,6 +214,20 @@ def usage_from_openai(usage: dict | None) -> Usage:
     )
 
 
+def _server_tool_counts(usage: dict, problems: list[str]) -> dict[str, int]:
+    """Counts of A `usage.server_tool_use` (web_search_requests, web_fetch_requests) that are present."""
+    server = _details(usage, "server_tool_use")
+    counts = {}
+    for name in ("web_search_requests", "web_fetch_requests"):
+        if server.get(name) is not None:
+            count = _wire_count(server[name], name, problems)
+            if count > MAX_SERVER_TOOL_REQUESTS:
+                problems.append(f"{name}={count} is above {MAX_SERVER_TOOL_REQUESTS}")
+                count = MAX_SERVER_TOOL_REQUESTS
+            counts[name] = count
+    return counts
+
+
 def usage_from_anthropic(usage: dict | None) -> Usage:
     """Normalize an A usage dict; A input_tokens already exclude cache reads and writes (§1.7)."""
     if not usage or not isinstance(usage, dict):
@@ -215,6 +235,7 @@ def usage_from_anthropic(usage: dict | None) -> Usage:
     problems: list[str] = []
     return _parsed(
         problems,
+        **_server_tool_counts(usage, problems),
         input_tokens=_wire_count(usage.get("input_tokens"), "input_tokens", problems),
         cache_read_tokens=_wire_count(usage.get("cache_read_input_tokens"), "cache_read_input_tokens", problems),
         cache_write_tokens=_wire_count(
@@ -245,6 +266,7 @@ def usage_merge_anthropic(current: Usage, usage: dict) -> Usage:
     thinking = _details(usage, "output_tokens_details").get("thinking_tokens")
     if thinking is not None:
         changes["reasoning_tokens"] = _wire_count(thinking, "thinking_tokens", problems)
+    changes |= _server_tool_counts(usage, problems)  # cumulative like the rest
     if problems:
         _report(problems)
     return replace(current, **changes, estimated=current.estimated or bool(problems))

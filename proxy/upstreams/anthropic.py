@@ -2,6 +2,7 @@
 (https://api.anthropic.com); the client appends /v1/messages."""
 
 from catalog.snapshot import ProviderSpec
+from proxy.translate.betas import anthropic_betas_for_upstream
 from proxy.translate.usage import UsageBounds, estimate_anthropic_prompt_tokens
 from proxy.upstreams import http
 
@@ -27,6 +28,8 @@ class AnthropicUpstream:
     async def _post(
         self, path: str, body: dict, beta: str | None, bounds: UsageBounds | None = None
     ) -> http.UpstreamReply:
+        # The client's anthropic-beta through the provider's policy (options.betas; proxy/translate/betas.py).
+        beta = anthropic_betas_for_upstream(beta, self.provider.options.get("betas"), body=body)
         return await http.post(
             self.provider.id,
             f"{self.provider.base_url}{path}",

@@ -247,7 +247,8 @@ def test_messages(_case, messages, expected_messages):
             TargetModel(upstream_model="gpt-up", stream_usage=False),
             {"stream": True},
         ),
-        ("metadata.user_id → user", {"metadata": {"user_id": "u-1"}}, GPT, {"user": "u-1"}),
+        ("metadata.user_id → user as its sha256 hex (M10)", {"metadata": {"user_id": "u-1"}}, GPT,
+         {"user": "a24a7f55f278dd49fb1f99c5507800cb198a5bfe10fe2126cd0b25672152b0da"}),
         (
             "§2.8 drops",
             {
@@ -528,7 +529,7 @@ def test_url_image_inlined_for_providers_without_url_support():
             TargetModel(upstream_model="gpt-up", image_urls=False),
             "messages[0].content[0].source.url",
         ),
-        ("system role inside messages", {"messages": [{"role": "system", "content": "x"}]}, GPT, "messages[0].role"),
+        ("unknown role inside messages", {"messages": [{"role": "tool", "content": "x"}]}, GPT, "messages[0].role"),
         ("stop_sequences as a string", {"stop_sequences": "END"}, GPT, "stop_sequences"),
         ("tools not an array of objects", {"tools": {"name": "f"}}, GPT, "tools"),
         ("tool_use in a user turn", {"messages": [user([tool_use("t", "f", {})])]}, GPT, "messages[0].content[0].type"),

@@ -155,7 +155,7 @@ def test_anthropic_long_tool_name_is_shortened_and_mapped_back():
     [
         ("orphan tool_result", [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "x"}]}], "messages.0"),
         ("only empty text", [{"role": "user", "content": [{"type": "text", "text": " "}]}], "messages"),
-        ("bad role", [{"role": "system", "content": "x"}], "messages.0.role"),
+        ("bad role", [{"role": "tool", "content": "x"}], "messages.0.role"),
     ],
 )
 def test_anthropic_invalid_requests(_case, messages, param):

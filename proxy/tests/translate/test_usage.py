@@ -258,3 +258,27 @@ def test_estimate_anthropic_prompt_tokens():
 def test_estimates_tolerate_malformed_bodies():
     assert estimate_openai_prompt_tokens({"messages": ["junk", {"content": 5, "tool_calls": ["x"]}]}) == 4
     assert estimate_anthropic_prompt_tokens({"messages": "junk"}) == 0
+
+
+@pytest.mark.parametrize(
+    ("_case", "usage", "searches", "fetches", "estimated"),
+    [
+        ("reported", {"input_tokens": 5, "server_tool_use": {"web_search_requests": 2, "web_fetch_requests": 1}},
+         2, 1, False),
+        ("absent", {"input_tokens": 5}, 0, 0, False),
+        ("malformed counts 0", {"input_tokens": 5, "server_tool_use": {"web_search_requests": "2"}}, 0, 0, True),
+        ("absurd is capped", {"input_tokens": 5, "server_tool_use": {"web_search_requests": 10**9}}, 1000, 0, True),
+    ],
+)  # fmt: skip
+def test_server_tool_use_from_anthropic(_case, usage, searches, fetches, estimated):
+    parsed = usage_from_anthropic(usage)
+    assert (parsed.web_search_requests, parsed.web_fetch_requests, parsed.estimated) == (searches, fetches, estimated)
+    assert parsed.input_tokens == 5
+
+
+def test_server_tool_use_merged_from_message_delta():
+    start = usage_from_anthropic({"input_tokens": 5, "output_tokens": 1})
+    merged = usage_merge_anthropic(start, {"output_tokens": 9, "server_tool_use": {"web_search_requests": 3}})
+    assert (merged.input_tokens, merged.output_tokens, merged.web_search_requests, merged.web_fetch_requests) == (
+        5, 9, 3, 0,
+    )  # fmt: skip
