@@ -64,7 +64,9 @@ def tool_outputs(protocol: str, body: dict) -> str:
         return json.dumps([b for b in blocks if b.get("type") == "tool_result"])
     if protocol == "G":
         return json.dumps([p for c in body["contents"] for p in c.get("parts", []) if "functionResponse" in p])
-    return json.dumps([i for i in body["input"] if i.get("type") in ("function_call_output", "custom_tool_call_output")])
+    return json.dumps(
+        [i for i in body["input"] if i.get("type") in ("function_call_output", "custom_tool_call_output")]
+    )
 
 
 @pytest.mark.parametrize("protocol", ["O", "A", "G", "R"])

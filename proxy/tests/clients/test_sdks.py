@@ -58,7 +58,11 @@ def test_vercel_ai_sdk(clients, protocol):
     assert generated["toolCalls"] == ["get_marker"]
     assert generated["usage"]["inputTokens"] > 0 and generated["usage"]["outputTokens"] > 0
     assert (streamed["text"], streamed["finish"], streamed["steps"], streamed["errors"]) == (
-        marker("stream"), "stop", 2, [])
+        marker("stream"),
+        "stop",
+        2,
+        [],
+    )
     assert_tool_round_trip(clients, protocol, "generate")
     assert_tool_round_trip(clients, protocol, "stream")
 
