@@ -231,7 +231,7 @@ def pytest_collection_modifyitems(config, items):
     here = Path(__file__).resolve().parent
     skip = pytest.mark.skip(reason=NOT_INSTALLED)
     for item in items:
-        if here in Path(item.fspath).resolve().parents and "clients" in item.keywords and not installed():
+        if here in Path(item.fspath).resolve().parents and item.get_closest_marker("clients") and not installed():
             item.add_marker(skip)
 
 
