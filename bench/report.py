@@ -139,6 +139,13 @@ def markdown(results: dict) -> str:
             Row("S5 cross-protocol **requests/s** (mean of legs)", combined("S5", "rps", lambda v: sum(v) / len(v)),
                 0, (">=", 4), "≥ 4× LiteLLM")
         )
+    if "S6" in med:
+        for leg, info in sorted(med["S6"].items()):
+            label = next(iter(info.values()))["leg_label"]
+            rows += [
+                Row(f"S6 leg {label}: requests/s", get("S6", "rps", int(leg)), 0),
+                Row(f"S6 leg {label}: p99 (ms)", get("S6", "p99_ms", int(leg))),
+            ]
     if "S2" in med:
         rows.append(Row("**CPU ms / request** (S2, server processes)", get("S2", "cpu_ms_per_req"), 3,
                         ("<=", 0.25), "≤ ¼ LiteLLM"))  # fmt: skip

@@ -53,7 +53,7 @@ DATABASE_URL = "postgres://postgres@127.0.0.1:5432/ruapi_bench"
 REDIS_URL = "redis://127.0.0.1:6379/14"
 ANTHROPIC_VERSION = "2023-06-01"
 ALL_TARGETS = ("direct", "ruapi", "litellm")
-ALL_SCENARIOS = ("S1", "S2", "S3", "S4", "S5")
+ALL_SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6")
 
 
 def log(message: str) -> None:
@@ -184,10 +184,11 @@ class Target:
 
     def url(self, protocol: str, *, slow: bool = False) -> str:
         base = self.slow_base_url if slow else self.base_url
-        return base + ("/v1/chat/completions" if protocol == "openai" else "/v1/messages")
+        paths = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages", "responses": "/v1/responses"}
+        return base + paths[protocol]
 
     def headers(self, protocol: str) -> dict[str, str]:
-        if protocol == "openai":
+        if protocol in ("openai", "responses"):
             return {"Authorization": f"Bearer {self.key}"}
         return {"x-api-key": self.key, "anthropic-version": ANTHROPIC_VERSION}
 
@@ -359,13 +360,14 @@ class Bench:
         for protocol, model, stream in (
             ("openai", "bench-gpt", False), ("openai", "bench-gpt", True), ("anthropic", "bench-gpt", False),
             ("openai", "bench-claude", False), ("openai", "bench-gpt-slow", True),
+            ("responses", "bench-resp", False), ("responses", "bench-claude", False),
         ):  # fmt: skip
             slow = model.endswith("slow")
             body = self.body_file(protocol, model, stream=stream).read_bytes()
             headers = {"Content-Type": "application/json", **target.headers(protocol)}
             status, content = http_request(target.url(protocol, slow=slow), body, headers)
             name = f"{protocol}:{model}:{'stream' if stream else 'json'}"
-            end = b"[DONE]" if protocol == "openai" else b"message_stop"
+            end = {"openai": b"[DONE]", "anthropic": b"message_stop", "responses": b"response.completed"}[protocol]
             good = status == 200 and (end in content[-200:] if stream else content.lstrip().startswith(b"{"))
             checks[name] = "ok" if good else f"HTTP {status}: {content[:300].decode(errors='replace')}"
         return checks
@@ -390,7 +392,7 @@ class Bench:
             if line is None:
                 raise RuntimeError(f"wrk printed no summary: {output.stdout[-500:]} {output.stderr[-500:]}")
             return wrk_metrics(json.loads(line.removeprefix("WRK_JSON ")))
-        expect = "[DONE]" if protocol == "openai" else "message_stop"
+        expect = {"openai": "[DONE]", "anthropic": "message_stop", "responses": "response.completed"}[protocol]
         argv = [self.python, str(BENCH_DIR / "loadgen.py"), kind, "--url", url, "--body", str(body),
                 "--expect", expect]  # fmt: skip
         for header in header_args:
@@ -644,7 +646,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short durations, one repetition (about 3 minutes)")
     parser.add_argument("--targets", default=",".join(ALL_TARGETS), help="comma-separated: direct,ruapi,litellm")
-    parser.add_argument("--scenarios", default=",".join(ALL_SCENARIOS), help="comma-separated: S1,...,S5")
+    parser.add_argument("--scenarios", default=",".join(ALL_SCENARIOS), help="comma-separated: S1,...,S6")
     parser.add_argument("--repeats", type=int, help="repetitions per scenario (default from scenarios.toml)")
     parser.add_argument("--config", type=Path, default=BENCH_DIR / "scenarios.toml")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "latest", help="results path without suffix")

@@ -12,6 +12,7 @@ class Provider(models.Model):
         OPENAI = "openai", "OpenAI-compatible"
         ANTHROPIC = "anthropic", "Anthropic"
         GEMINI = "gemini", "Google Gemini (native generateContent)"
+        RESPONSES = "responses", "OpenAI Responses API (/v1/responses)"
         ECHO = "echo", "Built-in echo (demo, no upstream)"
 
     name = models.CharField(max_length=100, unique=True)

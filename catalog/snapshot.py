@@ -32,7 +32,9 @@ from ruapi.singleflight import SingleFlight
 
 logger = logging.getLogger(__name__)
 
-PROTOCOL_OF_KIND = {"openai": "openai", "anthropic": "anthropic", "gemini": "gemini", "echo": "openai"}
+PROTOCOL_OF_KIND = {
+    "openai": "openai", "anthropic": "anthropic", "gemini": "gemini", "responses": "responses", "echo": "openai",
+}  # fmt: skip
 VERSION_KEY = "ruapi:catalog:version"
 # Per provider, per process: the round-robin position survives snapshot rebuilds (itertools.count
 # is atomic enough under the GIL; an occasional repeat is harmless).
@@ -54,7 +56,7 @@ class ProviderSpec:
 
     @property
     def protocol(self) -> str:
-        """The wire protocol the provider speaks: "openai", "anthropic" or "gemini"."""
+        """The wire protocol the provider speaks: "openai", "anthropic", "gemini" or "responses"."""
         return PROTOCOL_OF_KIND[self.kind]
 
     @property

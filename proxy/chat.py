@@ -287,8 +287,9 @@ class ChatExchange(Exchange):
         return self._error_item(error, machine)
 
     def _error_item(self, error: GatewayError, machine=None) -> list[SSEItem]:
-        if self.call.protocol == RESPONSES and hasattr(machine, "failure"):
-            return machine.failure(error, [], machine.usage)  # error + response.failed (§3)
+        emitter = getattr(machine, "outer", machine)  # a neutral hop renders through its client-side machine
+        if self.call.protocol == RESPONSES and hasattr(emitter, "failure"):
+            return emitter.failure(error, [], machine.usage)  # error + response.failed (§3)
         if self.call.protocol == ANTHROPIC:
             return [("error", anthropic_stream_error(error))]
         return [(None, openai_stream_error(error))]

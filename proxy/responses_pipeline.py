@@ -20,6 +20,7 @@ from proxy.requests import read_json_body
 from proxy.response_store import responses_expand, responses_store_later
 from proxy.responses import RESPONSES, Call, error_response
 from proxy.translate import Conversion
+from proxy.translate.envelope import is_envelope
 from proxy.translate.errors import GatewayError
 from proxy.translate.hub import Turn
 from proxy.translate.responses_request import (
@@ -30,6 +31,7 @@ from proxy.translate.responses_request import (
     responses_needs_expansion,
     responses_request_check,
 )
+from proxy.translate.responses_response import responses_with_envelopes
 from proxy.translate.responses_stream import ResponsesRelay
 
 logger = logging.getLogger(__name__)
@@ -92,7 +94,11 @@ class ResponsesExchange(ChatExchange):
         """R → R: stateless upstream call (R3): the expanded history, store:false, encrypted reasoning back."""
         body = _allowed(self.body, RESPONSES_FIELDS, route)
         body["model"] = target.upstream_model
-        body["input"] = self.items
+        # A gateway envelope (reasoning produced on another protocol) never goes to an R upstream (§5.6.5).
+        body["input"] = [
+            item for item in self.items
+            if not (item.get("type") == "reasoning" and is_envelope(item.get("encrypted_content")))
+        ]  # fmt: skip
         tools = [t for t in body.get("tools") or [] if not str(t.get("type", "")).startswith("web_search")]
         if len(tools) != len(body.get("tools") or []):
             logger.info("web_search tool dropped: the gateway does not bill hosted tools")
@@ -104,6 +110,20 @@ class ResponsesExchange(ChatExchange):
             if ENCRYPTED_INCLUDE not in include:
                 body["include"] = [*include, ENCRYPTED_INCLUDE]
         return Conversion(body=body, input_estimate=self.input_estimate)
+
+    async def send(self, route: RouteSpec, conversion: Conversion):
+        reply = await super().send(route, conversion)
+        replayed = [i for i in conversion.body.get("input") or [] if i.get("type") == "reasoning"]
+        if route.provider.protocol != RESPONSES or reply.status != 400 or not replayed:
+            return reply
+        data = await reply.json()
+        message = str(((data or {}).get("error") or {}).get("message") or "")
+        if "encrypted content" not in message.lower():
+            return _ReadReply(reply, data)
+        # R8: reasoning ciphertext from another organisation/channel (kaitranntt/ccs#1402): once without it.
+        logger.info("upstream refused replayed reasoning; retrying once without the %d reasoning items", len(replayed))
+        conversion.body["input"] = [i for i in conversion.body["input"] if i.get("type") != "reasoning"]
+        return await super().send(route, conversion)
 
     def passthrough_response(self, data: dict) -> dict:
         data["id"] = self.response_id  # upstream response ids never reach clients (§5.1)
@@ -118,16 +138,31 @@ class ResponsesExchange(ChatExchange):
     def completed(self, out: dict) -> None:
         if self.body.get("store") is False or out.get("status") == "failed":
             return
+        stored = responses_with_envelopes(out, self.turn.responses().envelopes) if self.turn else out
         try:
             responses_store_later(
                 org_id=self.key.org_id,
                 api_key_id=self.key.key_id,
                 request=self.body,
                 input_items=self.items,
-                response=out,
+                response=stored,
             )
         except Exception:  # storing is best effort: the answer was already billed and sent
             logger.exception("response %s could not be queued for storage", self.response_id)
+
+
+class _ReadReply:
+    """An upstream reply whose JSON body was already read (the retry check looked at it)."""
+
+    def __init__(self, reply, data: dict | None) -> None:
+        self._reply = reply
+        self._data = data
+
+    def __getattr__(self, name: str):
+        return getattr(self._reply, name)
+
+    async def json(self) -> dict | None:
+        return self._data
 
 
 async def responses_create(request: HttpRequest) -> HttpResponse:

@@ -106,6 +106,7 @@ _OPENAI_PATHS = frozenset(
         "/v1/images/generations",
         "/v1/audio/transcriptions",
         "/v1/audio/speech",
+        "/v1/responses",
     }
 )
 # Error `type` per status, §5.2; other statuses fall back to invalid_request_error / server-side types.
@@ -218,9 +219,11 @@ class RecordedRequest:
 class _InvalidRequestError(Exception):
     """The request breaks a rule the real provider enforces; answered with a 400 in the provider's shape."""
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None, status: int = 400) -> None:
         super().__init__(message)
         self.param = param
+        self.code = code
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -272,6 +275,7 @@ class MockUpstream:
         self._thread: threading.Thread | None = None
         self._routes: dict[tuple[str, str], Callable[[RecordedRequest], Script]] = {
             ("POST", "/v1/chat/completions"): self._chat_completions,
+            ("POST", "/v1/responses"): self._responses,
             ("POST", "/v1/messages"): self._messages,
             ("POST", "/v1/messages/count_tokens"): self._count_tokens,
             ("POST", "/v1/embeddings"): self._embeddings,
@@ -409,7 +413,7 @@ class MockUpstream:
         try:
             return route(record)
         except _InvalidRequestError as exc:
-            return Script.error(400, provider=provider, message=str(exc), param=exc.param)
+            return Script.error(exc.status, provider=provider, message=str(exc), param=exc.param, code=exc.code)
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             # A body of the wrong shape: a real provider answers 400 to it, not 500.
             return Script.error(400, provider=provider, message=f"Malformed request body: {exc!r}")
@@ -468,6 +472,29 @@ class MockUpstream:
             )
             return Script(sse=chunks)
         return Script(json=_openai_completion(reply, completion_id=completion_id, model=model, created=created))
+
+    def _responses(self, record: RecordedRequest) -> Script:
+        """OpenAI Responses (PROTOCOLS-RESPONSES §1): validated as strictly as the API; stateless (store is
+        accepted, nothing is kept: previous_response_id and id-only items are unknown)."""
+        body = _json_body(record, "model")
+        items = _responses_validate(body)
+        prompt_tokens = _responses_prompt_tokens(body, items)
+        reasoning = (body.get("reasoning") or {}).get("effort") not in (None, "none", "minimal")
+        reply = _plan_reply(
+            user_text=_responses_user_text(items),
+            tool_call=self._tool_call("call_mock", _responses_tool_to_call(body, items)),
+            reasoning=reasoning,
+            stop_sequences=[],
+            max_words=body.get("max_output_tokens"),
+            prompt_tokens=prompt_tokens,
+            cached_tokens=prompt_tokens // 2 if body.get("prompt_cache_key") else 0,
+        )
+        response = _responses_object(
+            reply, body, response_id=self._new_id("resp_mock"), new_id=self._new_id, created=int(time.time())
+        )
+        if body.get("stream"):
+            return Script(sse=_responses_events(response))
+        return Script(json=response)
 
     def _messages(self, record: RecordedRequest) -> Script:
         body = _json_body(record, "model", "max_tokens", "messages")
@@ -795,6 +822,8 @@ def _merge_usage(usage: dict[str, Any] | None, data: dict[str, Any] | str) -> di
     if not isinstance(data, dict):
         return usage
     message = data.get("message")
+    if not isinstance(message, dict) and isinstance(data.get("response"), dict):
+        message = data["response"]  # OpenAI Responses lifecycle events carry the response (usage on the terminal one)
     found = message.get("usage") if isinstance(message, dict) else data.get("usage")
     if found is None:
         found = data.get("usageMetadata")  # Gemini: cumulative, the last chunk's is final
@@ -1386,4 +1415,249 @@ def _gemini_chunks(reply: _Reply, *, model: str, response_id: str) -> list[SSEEv
     if pieces and not reply.tool_call:
         last_parts = [{"text": pieces[-1]}]
     events.append(chunk(last_parts, _gemini_usage(reply), _GEMINI_FINISH_REASONS[reply.stop]))
+    return events
+
+
+# -- OpenAI Responses (PROTOCOLS-RESPONSES §1, §2) ------------------------------------------------------------------
+
+RESPONSES_ENCRYPTED_PREFIX = "enc_mock_"  # the mock's own "ciphertext": anything else fails verification
+_RESPONSES_FIELDS = frozenset(
+    {
+        "model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls", "max_output_tokens",
+        "max_tool_calls", "stream", "stream_options", "temperature", "top_p", "top_logprobs", "reasoning", "text",
+        "include", "store", "previous_response_id", "prompt_cache_key", "prompt_cache_retention",
+        "safety_identifier", "user", "service_tier", "truncation", "metadata", "background", "conversation",
+        "prompt", "context_management", "client_metadata",
+    }
+)  # fmt: skip
+_RESPONSES_MOVED = {
+    "messages": "input", "max_tokens": "max_output_tokens", "max_completion_tokens": "max_output_tokens",
+    "reasoning_effort": "reasoning.effort", "response_format": "text.format", "functions": "tools",
+    "function_call": "tool_choice", "system": "instructions", "stop": None, "stop_sequences": None, "n": None,
+    "thinking": None,
+}  # fmt: skip
+_RESPONSES_TOOL_TYPES = ("function", "custom", "namespace", "web_search", "web_search_preview")
+
+
+def _responses_validate(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The API's checks: moved/unknown fields, max_output_tokens ≥ 16, item shapes, outputs after their calls."""
+    for name in body:
+        if name in _RESPONSES_MOVED:
+            moved = _RESPONSES_MOVED[name]
+            hint = f" In the Responses API, this parameter has moved to '{moved}'." if moved else ""
+            raise _InvalidRequestError(f"Unsupported parameter: '{name}'.{hint}", param=name,
+                                       code="unsupported_parameter")  # fmt: skip
+        if name not in _RESPONSES_FIELDS:
+            raise _InvalidRequestError(f"Unknown parameter: '{name}'.", param=name, code="unknown_parameter")
+    cap = body.get("max_output_tokens")
+    if cap is not None and (not isinstance(cap, int) or cap < 16):
+        raise _InvalidRequestError(
+            f"Invalid 'max_output_tokens': integer below minimum value. Expected a value >= 16, but got {cap} "
+            "instead.", param="max_output_tokens", code="integer_below_min_value",
+        )  # fmt: skip
+    if body.get("previous_response_id"):
+        raise _InvalidRequestError(f"Previous response with id '{body['previous_response_id']}' not found.",
+                                   param="previous_response_id", code="previous_response_not_found")  # fmt: skip
+    for index, tool in enumerate(body.get("tools") or []):
+        if not isinstance(tool, dict) or tool.get("type") not in _RESPONSES_TOOL_TYPES:
+            raise _InvalidRequestError(f"Invalid value for 'tools[{index}].type'.", param=f"tools[{index}].type",
+                                       code="invalid_value")  # fmt: skip
+        if tool["type"] in ("function", "custom") and not tool.get("name"):
+            raise _InvalidRequestError("Missing required parameter: 'tools[{index}].name'.",
+                                       param=f"tools[{index}].name", code="missing_required_parameter")  # fmt: skip
+        if tool["type"] == "function" and "input_schema" in tool:
+            raise _InvalidRequestError(f"Unknown parameter: 'tools[{index}].input_schema'.",
+                                       param=f"tools[{index}].input_schema", code="unknown_parameter")  # fmt: skip
+    source = body.get("input")
+    if source is None:
+        raise _InvalidRequestError("Missing required parameter: 'input'.", param="input",
+                                   code="missing_required_parameter")  # fmt: skip
+    items = [{"type": "message", "role": "user", "content": source}] if isinstance(source, str) else source
+    if not isinstance(items, list):
+        raise _InvalidRequestError("Invalid type for 'input'.", param="input", code="invalid_type")
+    calls: set[str] = set()
+    for index, item in enumerate(items):
+        where = f"input[{index}]"
+        kind = item.get("type", "message" if "role" in item else None)
+        if kind == "message":
+            if item.get("role") not in ("user", "assistant", "system", "developer"):
+                raise _InvalidRequestError(f"Invalid value for '{where}.role'.", param=f"{where}.role",
+                                           code="invalid_value")  # fmt: skip
+            content = item.get("content")
+            if not isinstance(content, (str, list)):
+                raise _InvalidRequestError(f"Invalid type for '{where}.content'.", param=f"{where}.content",
+                                           code="invalid_type")  # fmt: skip
+            allowed = ("output_text", "refusal") if item["role"] == "assistant" else (
+                "input_text", "input_image", "input_file")  # fmt: skip
+            for part in content if isinstance(content, list) else []:
+                if part.get("type") not in allowed:
+                    raise _InvalidRequestError(
+                        f"Invalid value: '{part.get('type')}'. Supported values are: "
+                        + " and ".join(f"'{kind}'" for kind in allowed) + ".",
+                        param=f"{where}.content", code="invalid_value",
+                    )  # fmt: skip
+        elif kind in ("function_call", "custom_tool_call"):
+            field_name = "arguments" if kind == "function_call" else "input"
+            for name in ("call_id", "name", field_name):
+                if not isinstance(item.get(name), str):
+                    raise _InvalidRequestError(f"Missing required parameter: '{where}.{name}'.",
+                                               param=f"{where}.{name}", code="missing_required_parameter")  # fmt: skip
+            calls.add(item["call_id"])
+        elif kind in ("function_call_output", "custom_tool_call_output"):
+            if item.get("call_id") not in calls:
+                raise _InvalidRequestError(
+                    f"No tool call found for function call output with call_id {item.get('call_id')}.",
+                    param="input",
+                )
+        elif kind == "reasoning":
+            if not item.get("id") or not isinstance(item.get("summary"), list):
+                raise _InvalidRequestError(f"Missing required parameter: '{where}.summary'.",
+                                           param=f"{where}.summary", code="missing_required_parameter")  # fmt: skip
+            encrypted = item.get("encrypted_content")
+            if encrypted is None:
+                raise _InvalidRequestError(
+                    f"Item with id '{item['id']}' not found. Items are not persisted when `store` is set to false. "
+                    "Try again with `store` set to true, or remove this item from your input.",
+                    param="input", status=404,
+                )
+            if not str(encrypted).startswith(RESPONSES_ENCRYPTED_PREFIX):
+                raise _InvalidRequestError("The encrypted content could not be verified.", param="input",
+                                           code="invalid_encrypted_content")  # fmt: skip
+        else:
+            raise _InvalidRequestError(f"Invalid value for '{where}.type': {kind!r}.", param=f"{where}.type",
+                                       code="invalid_value")  # fmt: skip
+    return items
+
+
+def _responses_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return " ".join(part.get("text") or "" for part in content or [] if part.get("type") in ("input_text", "output_text"))
+
+
+def _responses_prompt_tokens(body: dict[str, Any], items: list[dict[str, Any]]) -> int:
+    words = _words(body.get("instructions") or "")
+    for item in items:
+        if item.get("type", "message") == "message":
+            words += _words(_responses_text(item.get("content"))) + TOKENS_PER_MESSAGE
+        elif item.get("type") == "function_call_output":
+            words += _words(str(item.get("output"))) + TOKENS_PER_MESSAGE
+    return words
+
+
+def _responses_user_text(items: list[dict[str, Any]]) -> str:
+    for item in reversed(items):
+        if item.get("type", "message") == "message" and item.get("role") == "user":
+            return _responses_text(item.get("content"))
+    return ""
+
+
+def _responses_tool_to_call(body: dict[str, Any], items: list[dict[str, Any]]) -> str | None:
+    tools = [tool for tool in body.get("tools") or [] if tool.get("type") == "function"]
+    choice = body.get("tool_choice", "auto")
+    if not tools or choice == "none":
+        return None
+    for item in reversed(items):
+        if item.get("type") in ("function_call_output", "custom_tool_call_output"):
+            return None
+        if item.get("type", "message") == "message":
+            break
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        return str(choice["name"])
+    return str(tools[0]["name"])
+
+
+def _responses_usage(reply: _Reply) -> dict[str, Any]:
+    reasoning = _words(reply.reasoning or "")
+    return {
+        "input_tokens": reply.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": reply.cached_tokens},
+        "output_tokens": reply.output_tokens,
+        "output_tokens_details": {"reasoning_tokens": reasoning},
+        "total_tokens": reply.prompt_tokens + reply.output_tokens,
+    }
+
+
+def _responses_object(
+    reply: _Reply, body: dict[str, Any], *, response_id: str, new_id: Callable[[str], str], created: int
+) -> dict[str, Any]:
+    output: list[dict[str, Any]] = []
+    if reply.reasoning:
+        item: dict[str, Any] = {"id": new_id("rs_mock"), "type": "reasoning", "summary": []}
+        if (body.get("reasoning") or {}).get("summary"):
+            item["summary"] = [{"type": "summary_text", "text": reply.reasoning}]
+        if "reasoning.encrypted_content" in (body.get("include") or []):
+            item["encrypted_content"] = RESPONSES_ENCRYPTED_PREFIX + item["id"]
+        output.append(item)
+    incomplete = reply.stop == "length"
+    if reply.text:
+        output.append({
+            "id": new_id("msg_mock"), "type": "message", "role": "assistant",
+            "status": "incomplete" if incomplete else "completed",
+            "content": [{"type": "output_text", "text": reply.text, "annotations": [], "logprobs": []}],
+        })  # fmt: skip
+    if reply.tool_call:
+        call = reply.tool_call
+        output.append({"id": new_id("fc_mock"), "type": "function_call", "status": "completed", "call_id": call.id,
+                       "name": call.name, "arguments": call.arguments})  # fmt: skip
+    return {
+        "id": response_id, "object": "response", "created_at": created,
+        "status": "incomplete" if incomplete else "completed",
+        "error": None, "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
+        "instructions": body.get("instructions"), "model": body["model"], "output": output,
+        "parallel_tool_calls": body.get("parallel_tool_calls", True), "tool_choice": body.get("tool_choice", "auto"),
+        "tools": body.get("tools") or [], "store": body.get("store", True), "usage": _responses_usage(reply),
+    }  # fmt: skip
+
+
+def _responses_events(response: dict[str, Any]) -> list[SSEEvent | Delay]:
+    """The §2.2 grammar: created, in_progress, each item added → deltas → done, then the terminal event."""
+    events: list[SSEEvent | Delay] = []
+
+    def emit(kind: str, **fields: Any) -> None:
+        events.append((kind, {"type": kind, "sequence_number": len(events), **fields}))
+
+    opening = {**response, "status": "in_progress", "output": [], "usage": None, "incomplete_details": None}
+    emit("response.created", response=opening)
+    emit("response.in_progress", response=opening)
+    for index, item in enumerate(response["output"]):
+        kind, item_id = item["type"], item["id"]
+        skeleton = {**item, "status": "in_progress"} if "status" in item else dict(item)
+        if kind == "message":
+            skeleton["content"] = []
+        elif kind == "reasoning":
+            skeleton["summary"] = []
+            skeleton.pop("encrypted_content", None)
+        elif kind == "function_call":
+            skeleton["arguments"] = ""
+        emit("response.output_item.added", output_index=index, item=skeleton)
+        if kind == "message":
+            text = item["content"][0]["text"]
+            empty = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+            emit("response.content_part.added", item_id=item_id, output_index=index, content_index=0, part=empty)
+            for piece in _word_pieces(text):
+                emit("response.output_text.delta", item_id=item_id, output_index=index, content_index=0, delta=piece,
+                     logprobs=[])  # fmt: skip
+            emit("response.output_text.done", item_id=item_id, output_index=index, content_index=0, text=text,
+                 logprobs=[])  # fmt: skip
+            emit("response.content_part.done", item_id=item_id, output_index=index, content_index=0,
+                 part=item["content"][0])  # fmt: skip
+        elif kind == "reasoning":
+            for summary_index, part in enumerate(item["summary"]):
+                emit("response.reasoning_summary_part.added", item_id=item_id, output_index=index,
+                     summary_index=summary_index, part={"type": "summary_text", "text": ""})  # fmt: skip
+                for piece in _word_pieces(part["text"]):
+                    emit("response.reasoning_summary_text.delta", item_id=item_id, output_index=index,
+                         summary_index=summary_index, delta=piece)  # fmt: skip
+                emit("response.reasoning_summary_text.done", item_id=item_id, output_index=index,
+                     summary_index=summary_index, text=part["text"])  # fmt: skip
+                emit("response.reasoning_summary_part.done", item_id=item_id, output_index=index,
+                     summary_index=summary_index, part=part)  # fmt: skip
+        elif kind == "function_call":
+            for piece in _halves(item["arguments"]):
+                emit("response.function_call_arguments.delta", item_id=item_id, output_index=index, delta=piece)
+            emit("response.function_call_arguments.done", item_id=item_id, output_index=index,
+                 arguments=item["arguments"], name=item["name"])  # fmt: skip
+        emit("response.output_item.done", output_index=index, item=item)
+    emit(f"response.{response['status']}", response=response)
     return events

@@ -47,7 +47,7 @@ from .responses_response import (
 )
 from .responses_stream import AnthropicToResponsesStream, ResponsesToAnthropicStream
 from .streams import AnthropicToOpenAIStream, OpenAIToAnthropicStream
-from .usage import Usage, estimate_anthropic_prompt_tokens, usage_from_anthropic, usage_from_openai
+from .usage import Usage, usage_from_anthropic, usage_from_openai
 
 OPENAI, ANTHROPIC, GEMINI, RESPONSES = "openai", "anthropic", "gemini", "responses"
 
@@ -101,6 +101,9 @@ class OpenAIAdapter:
         response_format = body.get("response_format")
         if isinstance(response_format, dict) and response_format.get("type") == "json_object":
             side["json_object"] = True
+        if isinstance(response_format, dict) and isinstance(response_format.get("json_schema"), dict):
+            spec = response_format["json_schema"]
+            side["json_schema"] = {k: spec[k] for k in ("name", "strict", "description") if k in spec}
         conv.side = {
             "responses": side,
             "output_cap": any(body.get(k) is not None for k in ("max_completion_tokens", "max_tokens")),
@@ -132,6 +135,8 @@ class OpenAIAdapter:
             body["logprobs"], body["top_logprobs"] = True, side["top_logprobs"]
         if side.get("json_object") and "response_format" not in body:
             body["response_format"] = {"type": "json_object"}
+        if side.get("json_schema") and isinstance(body.get("response_format"), dict):
+            body["response_format"]["json_schema"].update(side["json_schema"])  # the client's name and strict
         if conv.side.get("output_cap") is False:
             body.pop(target.max_tokens_field, None)  # the client set no cap: O's "no cap" (§2.1)
         out.side = conv.side
@@ -165,7 +170,8 @@ class AnthropicAdapter:
     direct: dict = {}
 
     def request_to_neutral(self, body: dict, target: TargetModel, turn: Turn) -> Conversion:
-        return Conversion(body=body, input_estimate=estimate_anthropic_prompt_tokens(body))
+        # No estimate here: every upstream adapter estimates the body it builds (one walk, not two: S5).
+        return Conversion(body=body)
 
     def response_from_neutral(self, message: dict, conv: Conversion, turn: Turn) -> dict:
         return message
@@ -177,6 +183,8 @@ class AnthropicAdapter:
         return target
 
     def request_from_neutral(self, conv: Conversion, target: TargetModel, turn: Turn) -> Conversion:
+        if conv.side.get("cache_breakpoints"):
+            conv.body = anthropic_cache_breakpoints(conv.body)
         return conv
 
     def response_to_neutral(self, data: dict, conv: Conversion, turn: Turn) -> dict:
@@ -199,6 +207,31 @@ class AnthropicAdapter:
         if event == "message_delta" and isinstance(data, dict) and isinstance(data.get("usage"), dict):
             return data["usage"]
         return None
+
+
+EPHEMERAL = {"type": "ephemeral"}
+
+
+def anthropic_cache_breakpoints(body: dict) -> dict:
+    """Cache breakpoints on the system prompt and the last user turn (PROTOCOLS-RESPONSES §5.3 step 7).
+
+    OpenAI caches prompt prefixes by itself, A only at breakpoints: without them an R client's long
+    prompts (Codex resends the whole history each turn) are billed uncached on every turn (gateway choice).
+    """
+    out = dict(body)
+    system = out.get("system")
+    if isinstance(system, str) and system:
+        out["system"] = [{"type": "text", "text": system, "cache_control": EPHEMERAL}]
+    messages = list(out.get("messages") or [])
+    for position in range(len(messages) - 1, -1, -1):
+        message = messages[position]
+        content = message.get("content")
+        if message.get("role") != "user" or not isinstance(content, list) or not content:
+            continue
+        messages[position] = {**message, "content": [*content[:-1], {**content[-1], "cache_control": EPHEMERAL}]}
+        break
+    out["messages"] = messages
+    return out
 
 
 class GeminiAdapter:
@@ -385,6 +418,10 @@ class NeutralHop:
     @property
     def output_text(self) -> list[str]:
         return self.inner.output_text
+
+    @property
+    def final_response(self) -> dict | None:
+        return getattr(self.outer, "final_response", None)
 
     def _through(self, events: list[SSEItem]) -> list[SSEItem]:
         items: list[SSEItem] = []

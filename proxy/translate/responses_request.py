@@ -82,8 +82,47 @@ def _invalid(message: str, param: str | None = None, code: str | None = "invalid
 # --- checks -------------------------------------------------------------------------------------------------
 
 
+KNOWN_FIELDS = frozenset(
+    [
+        "model",
+        "input",
+        "instructions",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "max_output_tokens",
+        "max_tool_calls",
+        "stream",
+        "stream_options",
+        "temperature",
+        "top_p",
+        "top_logprobs",
+        "reasoning",
+        "text",
+        "include",
+        "store",
+        "previous_response_id",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "prompt_cache_options",
+        "safety_identifier",
+        "user",
+        "service_tier",
+        "truncation",
+        "metadata",
+        "context_management",
+        "moderation",
+        "personality",
+        "client_metadata",
+    ]
+)
+
+
 def responses_request_check(body: dict) -> int | None:
     """Validate an R create body as the API does (§1.1, §3); returns max_output_tokens if given."""
+    unknown = sorted(name for name in body if name not in KNOWN_FIELDS and name not in MOVED_FIELDS)
+    if unknown:
+        logger.info("R request fields ignored: %s", ", ".join(unknown[:10]))  # R6: names only, never values
     for name, moved_to in MOVED_FIELDS.items():
         if name in body:
             hint = f" In the Responses API, this parameter has moved to '{moved_to}'." if moved_to else ""
@@ -425,16 +464,18 @@ def responses_request_to_anthropic(
         side["responses"]["verbosity"] = text["verbosity"]
     if fmt.get("type") == "json_object":
         side["responses"]["json_object"] = True
+    if fmt.get("type") == "json_schema":  # A's output_config.format has no name/strict: keep them aside
+        side["responses"]["json_schema"] = {k: fmt[k] for k in ("name", "strict", "description") if k in fmt}
     include = body.get("include") or []
     side["include_encrypted"] = ENCRYPTED_INCLUDE in include or body.get("store") is False
     reasoning = body.get("reasoning") or {}
     side["summary"] = bool(reasoning.get("summary"))
     side["output_cap"] = body.get("max_output_tokens") is not None
+    side["cache_breakpoints"] = True  # an A upstream gets §5.3 step 7 breakpoints (proxy/translate/hub.py)
 
     system: list[str] = [body["instructions"]] if body.get("instructions") else []
     turns = _Turns()
     ids = ToolIds()
-    leading = True
     for index, item in enumerate(items):
         kind = item.get("type")
         param = f"input[{index}]"
@@ -446,7 +487,6 @@ def responses_request_to_anthropic(
                     # Later system items: appended to `system` (no mid_conv_system flag in the catalog yet, §5.1).
                     system.append(text_value)
                 continue
-            leading = False
             if role == "assistant":
                 content = item.get("content")
                 text_value = (
@@ -468,7 +508,6 @@ def responses_request_to_anthropic(
             if block is not None:
                 turns.add("assistant", block)
         elif kind == "function_call":
-            leading = False
             turns.add(
                 "assistant",
                 {
@@ -479,7 +518,6 @@ def responses_request_to_anthropic(
                 },
             )
         elif kind == "custom_tool_call":
-            leading = False
             turns.add(
                 "assistant",
                 {
@@ -497,7 +535,6 @@ def responses_request_to_anthropic(
             raise TranslationError(
                 f"Input items of type {kind!r} are not supported on this model.", param=param, code="invalid_value"
             )
-    del leading
     turns.flush()
     messages = [m for m in turns.messages if m["role"] != "system"]
 
@@ -766,6 +803,7 @@ def anthropic_request_to_responses(
             "name": "structured_output",
             "schema": fmt.get("schema") or {},
             "strict": False,
+            **(responses_side.get("json_schema") or {}),
         }
     elif responses_side.get("json_object"):
         text["format"] = {"type": "json_object"}
@@ -812,9 +850,10 @@ def anthropic_request_to_responses(
     for name in ("prompt_cache_key", "service_tier", "top_logprobs"):
         if responses_side.get(name) is not None:
             out[name] = responses_side[name]
-    if responses_side.get("safety_identifier"):
-        out["safety_identifier"] = responses_side["safety_identifier"]
-    else:
+    for name in ("safety_identifier", "user"):  # an O/R client's own fields, as they were (§5.4)
+        if responses_side.get(name):
+            out[name] = responses_side[name]
+    if not any(responses_side.get(name) for name in ("safety_identifier", "user")):
         user_id = (body.get("metadata") or {}).get("user_id") if isinstance(body.get("metadata"), dict) else None
         if isinstance(user_id, str) and user_id:
             out["safety_identifier"] = _user_id_hash(user_id)

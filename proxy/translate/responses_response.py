@@ -27,6 +27,9 @@ class ResponsesTurn:
     response_id: str = ""
     sealer: Sealer | None = None
     side: dict = field(default_factory=dict)
+    # Every reasoning item's envelope by item id, whether or not the client included encrypted_content:
+    # the gateway's store keeps them, so a previous_response_id continuation can restore the thinking (§4.1).
+    envelopes: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.response_id:
@@ -153,9 +156,24 @@ def reasoning_item_from_block(block: dict, turn: ResponsesTurn, item_id: str) ->
         item["summary"] = [{"type": "summary_text", "text": text}]
     # Only signed A blocks can be replayed (§5.6): O/Gemini reasoning has nothing to verify, so no envelope.
     signed = block.get("signature") or block.get("type") == "redacted_thinking"
-    if turn.include_encrypted and turn.sealer is not None and signed:
-        item["encrypted_content"] = turn.sealer.seal("a", block)
+    if turn.sealer is not None and signed:
+        turn.envelopes[item_id] = turn.sealer.seal("a", block)
+        if turn.include_encrypted:
+            item["encrypted_content"] = turn.envelopes[item_id]
     return item
+
+
+def responses_with_envelopes(response: dict, envelopes: dict[str, str]) -> dict:
+    """The response as the gateway stores it: every reasoning item with its envelope (§4.1, §5.6)."""
+    if not envelopes:
+        return response
+    output = [
+        {**item, "encrypted_content": envelopes[item["id"]]}
+        if item.get("type") == "reasoning" and item.get("id") in envelopes
+        else item
+        for item in response.get("output") or []
+    ]
+    return {**response, "output": output}
 
 
 def call_item(block: dict, turn: ResponsesTurn, conv: Conversion, item_id: str | None = None) -> dict:

@@ -193,9 +193,11 @@ class AnthropicToResponsesStream(ResponsesEvents):
                 item = {**item, "summary": [part]}
             block = opened.block or {}
             signed = block.get("signature") or block.get("type") == "redacted_thinking"
-            if self.turn.include_encrypted and self.turn.sealer is not None and signed:
+            if self.turn.sealer is not None and signed:
                 sealed = {**block, "thinking": text} if block.get("type") == "thinking" else block
-                item = {**item, "encrypted_content": self.turn.sealer.seal("a", sealed)}
+                self.turn.envelopes[item["id"]] = self.turn.sealer.seal("a", sealed)
+                if self.turn.include_encrypted:
+                    item = {**item, "encrypted_content": self.turn.envelopes[item["id"]]}
         elif opened.kind == "function_call":
             items.append(
                 self.event(

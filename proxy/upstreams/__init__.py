@@ -5,8 +5,12 @@ from proxy.upstreams.anthropic import AnthropicUpstream
 from proxy.upstreams.echo import EchoUpstream
 from proxy.upstreams.gemini import GeminiUpstream
 from proxy.upstreams.openai import OpenAIUpstream
+from proxy.upstreams.responses import ResponsesUpstream
 
-_CLIENTS = {"openai": OpenAIUpstream, "anthropic": AnthropicUpstream, "gemini": GeminiUpstream, "echo": EchoUpstream}
+_CLIENTS = {
+    "openai": OpenAIUpstream, "anthropic": AnthropicUpstream, "gemini": GeminiUpstream,
+    "responses": ResponsesUpstream, "echo": EchoUpstream,
+}  # fmt: skip
 
 
 def upstream_for(provider: ProviderSpec):

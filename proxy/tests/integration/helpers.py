@@ -102,6 +102,14 @@ def upstream_tokens(record) -> Tokens:
             output=usage["output_tokens"],
             reasoning=(usage.get("output_tokens_details") or {}).get("thinking_tokens") or 0,
         )
+    if record.path == "/v1/responses":  # input_tokens include cached ones (PROTOCOLS-RESPONSES §5.1)
+        cached = (usage.get("input_tokens_details") or {}).get("cached_tokens") or 0
+        return Tokens(
+            input=usage["input_tokens"] - cached,
+            cache_read=cached,
+            output=usage["output_tokens"],
+            reasoning=(usage.get("output_tokens_details") or {}).get("reasoning_tokens") or 0,
+        )
     details = usage.get("prompt_tokens_details") or {}
     cache_read = details.get("cached_tokens") or 0
     cache_write = details.get("cache_write_tokens") or 0

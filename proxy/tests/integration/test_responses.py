@@ -57,8 +57,14 @@ def test_create_text(gateway, model):
         assert upstream.json == {
             "model": upstream_model,
             "max_tokens": 50,
-            "system": "Be brief.",
-            "messages": [{"role": "user", "content": [{"type": "text", "text": "hello there"}]}],
+            # §5.3 step 7: cache breakpoints on the system prompt and the last user turn
+            "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": "hello there", "cache_control": {"type": "ephemeral"}}],
+                }
+            ],
         }
     # the client got an R response
     assert response.object == "response"
@@ -170,7 +176,17 @@ def test_tool_round_trip(gateway, model):
                     {"type": "tool_use", "id": call.call_id, "name": "get_weather", "input": {"city": "Paris"}}
                 ],
             },
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.call_id, "content": "sunny"}]},
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": call.call_id,
+                        "content": "sunny",
+                        "cache_control": {"type": "ephemeral"},
+                    }
+                ],
+            },
         ]
 
 
@@ -400,3 +416,89 @@ def test_mid_stream_error_is_response_failed(gateway):
     with pytest.raises(openai.APIError), gateway.openai().responses.stream(model="claude-test", input="hi") as stream:
         for _ in stream:
             pass
+
+
+# -- Gemini upstream (through the neutral A form) --------------------------------------------------------------
+
+
+@pytest.fixture
+def gemini(gateway):
+    from catalog.services import catalog_load
+    from catalog.snapshot import catalog_invalidate
+
+    catalog_load({
+        "providers": [{"name": "mock-gemini", "kind": "gemini", "base_url": f"{gateway.mock.url}/v1beta",
+                       "api_key": gateway.mock.api_key}],
+        "models": [{"name": "gemini-test", "provider": "mock-gemini", "upstream_model": "gemini-2.5-flash",
+                    "input": "0.30", "output": "2.50", "cache_read": "0.075", "thinking": "budget",
+                    "max_output_tokens": 65536}],
+    })  # fmt: skip
+    catalog_invalidate()
+    return gateway
+
+
+def test_gemini_create_stream_and_tools(gemini):
+    client = gemini.openai()
+    response = client.responses.create(model="gemini-test", instructions="Be kind.", input="hi gemini")
+    upstream = gemini.mock.requests[-1]
+    assert upstream.path == "/v1beta/models/gemini-2.5-flash:generateContent"
+    assert upstream.json["systemInstruction"] == {"parts": [{"text": "Be kind."}]}
+    assert response.output_text == "Echo: hi gemini"
+    meta = upstream.response_usage
+    assert response.usage.input_tokens == meta["promptTokenCount"]
+    with client.responses.stream(model="gemini-test", input="hi stream") as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    assert events[0].type == "response.created" and events[-1].type == "response.completed"
+    assert final.output_text == "Echo: hi stream"
+    first = client.responses.create(model="gemini-test", input="weather?", tools=[WEATHER_TOOL])
+    (call,) = first.output
+    assert (call.type, call.name) == ("function_call", "get_weather")
+    second = client.responses.create(model="gemini-test", tools=[WEATHER_TOOL], input=[
+        {"role": "user", "content": "weather?"},
+        {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+        {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"},
+    ])  # fmt: skip
+    assert second.output_text == "Echo: weather?"
+    contents = gemini.mock.requests[-1].json["contents"]
+    assert contents[1]["parts"][0]["functionCall"]["name"] == "get_weather"
+    assert contents[2]["parts"][0]["functionResponse"]["name"] == "get_weather"
+
+
+# -- disconnects ---------------------------------------------------------------------------------------------
+
+
+def test_client_disconnect_bills_what_was_produced(gateway):
+    import time
+
+    import httpx
+
+    from billing.models import LedgerEntry, UsageEvent
+    from proxy.tests.mock_upstream import Script
+
+    chunks = [
+        (None, {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-upstream-1",
+                "choices": [{"index": 0, "delta": {"content": f"word{i} "}, "finish_reason": None}]})
+        for i in range(100)
+    ]  # fmt: skip
+    gateway.mock.enqueue("/v1/chat/completions", Script(sse=chunks, chunk_delay=0.1))
+    body = {"model": "gpt-test", "stream": True, "input": "talk slowly"}
+    with (
+        httpx.Client(base_url=gateway.server.url, timeout=10) as client,
+        client.stream("POST", "/v1/responses", json=body, headers=bearer(gateway)) as response,
+    ):
+        assert response.status_code == 200
+        received = 0
+        for line in response.iter_lines():
+            if "output_text.delta" in line and line.startswith("event:"):
+                received += 1
+            if received == 3:
+                break
+    assert gateway.mock.wait_for_disconnect(timeout=5)
+    deadline = time.monotonic() + 5
+    while not UsageEvent.objects.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    event = UsageEvent.objects.get()
+    assert (event.endpoint, event.error_type, event.is_estimated) == ("responses", "client_disconnected", True)
+    assert 3 <= event.output_tokens < 100
+    assert LedgerEntry.objects.get(kind="usage").amount_nanos == -event.cost_nanos
