@@ -175,6 +175,8 @@ async def responses_expand(*, org_id: int, body: dict) -> list[dict]:
     wanted = referenced_ids(items)
     if previous_id is None and not wanted:
         return items
+    if previous_id is not None and not previous_id.startswith(RESPONSE_ID_PREFIX):
+        raise previous_response_not_found(previous_id)  # never one of ours: no lookup, no retries
     await _wait_for_pending_writes(org_id)
     chain, stored = await run_db(_lookup, org_id=org_id, previous_id=previous_id, item_ids=wanted,
                                  now=timezone.now())  # fmt: skip

@@ -6,6 +6,7 @@ stand in for POST /v1/responses, which calls them the same way."""
 import asyncio
 import logging
 import threading
+import time
 from datetime import timedelta
 
 import orjson
@@ -279,6 +280,18 @@ def test_previous_response_that_is_not_this_organisations_is_not_found(org, othe
 
 
 @db
+@pytest.mark.parametrize("previous_id", ["", "chatcmpl-123", "msg_1"])
+def test_a_previous_id_that_cannot_be_a_response_is_refused_without_a_lookup(org, monkeypatch, previous_id):
+    async def no_database(*args, **kwargs):
+        raise AssertionError("looked up an id that is not a response id")
+
+    monkeypatch.setattr(response_store, "run_db", no_database)
+    error = error_of(org, {"model": "gpt-test", "previous_response_id": previous_id, "input": "c"})
+    assert (error.code, error.message) == ("previous_response_not_found",
+                                           f"Previous response with id '{previous_id}' not found.")  # fmt: skip
+
+
+@db
 def test_item_references_resolve_a_stored_function_call_and_its_output(org):
     # given: a stored turn whose input carried a tool result and whose output is a call
     output_item = {"type": "function_call_output", "id": "fco_given", "call_id": "call_1", "output": "42"}
@@ -485,3 +498,47 @@ def test_retention_follows_the_setting(org, settings):
     assert stored.expires_at == now + timedelta(days=2)
     assert response_store_get(org_id=org.id, response_id="resp_short", now=now + timedelta(days=2)) is None
     assert response_store_get(org_id=org.id, response_id="resp_short", now=now + timedelta(days=1)).id == "resp_short"
+
+
+@db
+def test_the_servers_shutdown_waits_for_pending_writes(org, monkeypatch):
+    # given: a server loop (ASGI lifespan) with a write still in progress when shutdown begins
+    from ruapi.asgi import lifespan_app
+
+    real_save = response_store.response_store_save
+    writing = threading.Event()
+    monkeypatch.setattr(response_store, "response_store_save",
+                        lambda **kw: (writing.set(), time.sleep(0.5), real_save(**kw))[2])  # fmt: skip
+
+    async def scenario():
+        inbox: asyncio.Queue = asyncio.Queue()
+        sent = []
+
+        async def send(message):
+            sent.append(message["type"])
+
+        await inbox.put({"type": "lifespan.startup"})
+        server = asyncio.create_task(lifespan_app({"type": "lifespan"}, inbox.get, send))
+        responses_store_later(org_id=org.id, api_key_id=None, request={}, input_items=[user("bye")],
+                              response=response_object("resp_shutdown", []))  # fmt: skip
+        assert await asyncio.to_thread(writing.wait, 20)
+        # when
+        await inbox.put({"type": "lifespan.shutdown"})
+        await server
+        return sent
+
+    # then: the shutdown completed only after the row was written
+    assert asyncio.run(scenario()) == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert StoredResponse.objects.filter(id="resp_shutdown").exists()
+
+
+@db
+def test_any_json_the_client_sent_round_trips_unchanged(org):
+    # jsonb would refuse the NUL character and reorder keys; the store keeps the text as produced
+    odd = {"type": "message", "role": "user", "content": [{"text": "a\u0000b ✓ \U0001f600", "type": "input_text"}],
+           "zeta": 1, "alpha": {"b": 2, "a": 1}}  # fmt: skip
+    turn(org, {"model": "gpt-test", "input": [odd]}, response_object("resp_odd", [assistant("msg_odd", "\u0000")]))
+    items = expand(org, {"model": "gpt-test", "previous_response_id": "resp_odd"})
+    assert items == [{**odd, "id": items[0]["id"]}, assistant("msg_odd", "\u0000")]
+    assert list(items[0]) == ["type", "role", "content", "zeta", "alpha", "id"]
+    assert list(items[0]["alpha"]) == ["b", "a"]
