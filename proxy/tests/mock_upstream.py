@@ -489,6 +489,7 @@ class MockUpstream:
             prompt_tokens=prompt_tokens,
             cached_tokens=prompt_tokens // 2 if body.get("prompt_cache_key") else 0,
         )
+        reply = self._scripted(reply, mock_agent.responses_view(body), "call_mock")
         response = _responses_object(
             reply, body, response_id=self._new_id("resp_mock"), new_id=self._new_id, created=int(time.time())
         )

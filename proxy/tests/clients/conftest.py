@@ -68,7 +68,7 @@ def mock_responses_supported() -> bool:
     from proxy.tests.mock_upstream import MockUpstream
 
     routes = MockUpstream()._routes
-    return ("POST", "/v1/responses") in routes and "openai_responses" in Provider.Kind.values
+    return ("POST", "/v1/responses") in routes and "responses" in Provider.Kind.values
 
 
 def clients_catalog(mock) -> dict:
@@ -89,7 +89,7 @@ def clients_catalog(mock) -> dict:
     ]  # fmt: skip
     if mock_responses_supported():
         providers.append(
-            {"name": "mock-responses", "kind": "openai_responses", "base_url": mock.openai_base_url,
+            {"name": "mock-responses", "kind": "responses", "base_url": mock.openai_base_url,
              "api_key": mock.api_key}
         )  # fmt: skip
         models.append(
