@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('catalog', '0002_catalog_growth'),
+        ('catalog', '0003_provider_kind_responses'),
     ]
 
     operations = [
