@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -236,7 +237,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def _clients_home_root() -> Path:
+def _clients_home_root() -> Iterator[Path]:
     # Outside any git checkout (Claude Code reports the repository it runs in). Each run's TMPDIR lies inside its
     # HOME, so Codex does not take its home for a temporary directory (it refuses to create its helpers there).
     path = Path(tempfile.mkdtemp(prefix="ruapi-clients-"))
@@ -245,11 +246,25 @@ def _clients_home_root() -> Path:
 
 
 @pytest.fixture
-def clients(gateway, _clients_home_root) -> ClientsEnv:
+def clients(gateway, _clients_home_root) -> Iterator[ClientsEnv]:
     """The live gateway with one model per upstream protocol, a funded tenant, and the client runner."""
     from catalog.services import catalog_load
     from catalog.snapshot import catalog_invalidate
 
     catalog_load(clients_catalog(gateway.mock))
     catalog_invalidate()
-    return ClientsEnv(gateway, _clients_home_root)
+    yield ClientsEnv(gateway, _clients_home_root)
+    # The gateway writes stored responses after the last byte; the database flush at teardown must not race them.
+    gateway.mock.wait_idle(10)
+    _wait_for_stored_response_writes(timeout=10)
+
+
+def _wait_for_stored_response_writes(timeout: float) -> None:
+    try:
+        from proxy import response_store
+    except ImportError:  # a build without the Responses state
+        return
+    pending = getattr(response_store, "_pending", {})
+    deadline = time.monotonic() + timeout
+    while len(pending) and time.monotonic() < deadline:
+        time.sleep(0.02)

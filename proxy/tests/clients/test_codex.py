@@ -8,6 +8,7 @@ import pytest
 
 from proxy.tests.clients.conftest import JS_BIN
 from proxy.tests.mock_agent import FINAL_PREFIX
+from proxy.tests.mock_upstream import REASONING_TEXT, RESPONSES_ENCRYPTED_PREFIX, THINKING_SIGNATURE
 
 pytestmark = [pytest.mark.clients, pytest.mark.integration]
 
@@ -16,10 +17,18 @@ PROVIDER_ENV_KEY = "RUAPI_TEST_KEY"
 TASK = "Run the command and report its output. [[shell echo marker-$((40+2))]]"
 
 
-def codex_config(clients, model: str, *, websockets: bool | None) -> str:
+def codex_config(clients, model: str, *, websockets: bool | None, reasoning: bool = False) -> str:
     """A custom provider pointed at the gateway; analytics, feedback, OTel export, history and update checks off."""
     lines = [
         f'model = "{model}"',
+        *(
+            [
+                'model_reasoning_effort = "high"',
+                'model_reasoning_summary = "auto"',
+            ]
+            if reasoning
+            else []
+        ),
         'model_provider = "ruapi"',
         'approval_policy = "never"',
         'sandbox_mode = "danger-full-access"',
@@ -41,10 +50,11 @@ def codex_config(clients, model: str, *, websockets: bool | None) -> str:
     return "\n".join(lines)
 
 
-def codex(clients, protocol: str, prompt: str = TASK, *, websockets: bool | None = False):
+def codex(clients, protocol: str, prompt: str = TASK, *, websockets: bool | None = False, reasoning: bool = False):
     home = clients.new_home()
     (home / ".codex").mkdir()
-    (home / ".codex" / "config.toml").write_text(codex_config(clients, clients.model(protocol), websockets=websockets))
+    config = codex_config(clients, clients.model(protocol), websockets=websockets, reasoning=reasoning)
+    (home / ".codex" / "config.toml").write_text(config)
     last = home / "last-message.txt"
     env = clients.env(home, CODEX_HOME=str(home / ".codex"), **{PROVIDER_ENV_KEY: clients.secret})
     args = [str(JS_BIN / "codex"), "exec", "--strict-config", "--skip-git-repo-check", "--ephemeral", "--json",
@@ -98,3 +108,24 @@ def test_websocket_first_then_https(clients):
     assert "failed to connect to Responses WebSocket" in run.stderr, run.describe()  # it did try
     assert "Reconnecting" not in run.stdout + run.stderr, run.describe()  # and did not spend its retries
     assert run.seconds < 30, run.describe()
+
+
+@pytest.mark.parametrize("protocol", ["A", "R"])
+def test_reasoning_round_trip(clients, protocol):
+    """Codex asks for reasoning (store:false + include reasoning.encrypted_content) and replays the reasoning item
+    of turn 1 in turn 2: the upstream gets its own reasoning back unchanged (A: the signed thinking block first in
+    the assistant turn, §5.6 / §7 case 19; R: the item with its encrypted_content)."""
+    run, answer = codex(clients, protocol, reasoning=True)
+    assert "marker-42" in answer, run.describe()
+    first, second = [r for r in clients.upstream_requests(protocol) if "[[shell" in r.body.decode(errors="replace")]
+    if protocol == "A":
+        assert first.json["thinking"]["type"] in ("enabled", "adaptive")
+        assistant = [m for m in second.json["messages"] if m["role"] == "assistant"][-1]
+        assert assistant["content"][0] == {"type": "thinking", "thinking": REASONING_TEXT,
+                                           "signature": THINKING_SIGNATURE}  # fmt: skip
+        assert [block["type"] for block in assistant["content"]][-1] == "tool_use"
+    else:
+        assert first.json["store"] is False
+        assert "reasoning.encrypted_content" in first.json["include"]
+        replayed = [item for item in second.json["input"] if item.get("type") == "reasoning"]
+        assert len(replayed) == 1 and replayed[0]["encrypted_content"].startswith(RESPONSES_ENCRYPTED_PREFIX)
