@@ -59,6 +59,12 @@ _DROPPED_ENV_PREFIXES = ("ANTHROPIC_", "OPENAI_", "CLAUDE", "CODEX_", "GEMINI_",
 _DROPPED_ENV = {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy", "NODE_OPTIONS"}
 
 
+def _is_generation(path: str) -> bool:
+    return path in ("/v1/chat/completions", "/v1/messages", "/v1/responses") or path.endswith(
+        (":generateContent", ":streamGenerateContent")
+    )
+
+
 def installed() -> bool:
     return (NODE_BIN / "node").is_file() and (JS_BIN / "claude").exists() and VENV_PYTHON.is_file()
 
@@ -220,6 +226,31 @@ class ClientsEnv:
         home = home or self.new_home()
         return self.run([str(VENV_PYTHON), str(SCRIPTS_DIR / script), *args], home=home,
                         env=self.env(home, **env), timeout=timeout)  # fmt: skip
+
+    def assert_billed(self, endpoint: str) -> list:
+        """Every generation request that reached the upstream and completed is one 200 usage event of this
+        client's endpoint with a positive cost, debited once; the balance moved by exactly their sum."""
+        from billing.models import Balance, LedgerEntry, UsageEvent
+        from proxy.tests.integration.helpers import START_BALANCE_NANOS
+
+        self.mock.wait_idle(10)
+        completed = [r for r in self.mock.requests if r.method == "POST" and r.completed and _is_generation(r.path)]
+        deadline = time.monotonic() + 10
+        while True:
+            events = list(UsageEvent.objects.filter(org_id=self.tenant.org.id).order_by("created_at", "id"))
+            if len(events) >= len(completed) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert len(events) == len(completed), (events, [r.path for r in completed])
+        assert [(e.status_code, e.endpoint) for e in events] == [(200, endpoint)] * len(events)
+        assert all(e.cost_nanos > 0 for e in events)
+        debits = sorted(LedgerEntry.objects.filter(org_id=self.tenant.org.id, kind="usage")
+                        .values_list("request_id", "amount_nanos"))  # fmt: skip
+        assert debits == sorted((e.request_id, -e.cost_nanos) for e in events)
+        balance = Balance.objects.get(org_id=self.tenant.org.id)
+        spent = sum(e.cost_nanos for e in events)
+        assert (balance.balance_nanos, balance.held_nanos) == (START_BALANCE_NANOS - spent, 0)
+        return events
 
     def upstream_requests(self, protocol: str) -> list:
         """The mock's recorded generation requests for one upstream protocol, in order."""

@@ -86,6 +86,7 @@ def test_plain_prompt(clients, protocol):
     asked = [r for r in requests if f"pong-{protocol}" in body_text(r)]
     assert asked
     assert_mid_system_placed(protocol, asked[0])
+    clients.assert_billed("messages")
 
 
 @pytest.mark.parametrize("protocol", ROUTES)
@@ -110,3 +111,4 @@ def test_tool_loop(clients, protocol):
         for record in requests:
             assert_no_anthropic_leak(record)
     assert_mid_system_placed(protocol, first)
+    clients.assert_billed("messages")

@@ -98,6 +98,7 @@ def test_tool_call_task(clients, protocol):
                     h.startswith("x-codex")], record.headers  # fmt: skip
         assert clients.secret not in json.dumps(record.headers)
     assert upstream[0].json.get("stream") is True or protocol == "G"
+    clients.assert_billed("responses")
 
 
 def test_websocket_first_then_https(clients):
@@ -108,6 +109,7 @@ def test_websocket_first_then_https(clients):
     assert "failed to connect to Responses WebSocket" in run.stderr, run.describe()  # it did try
     assert "Reconnecting" not in run.stdout + run.stderr, run.describe()  # and did not spend its retries
     assert run.seconds < 30, run.describe()
+    clients.assert_billed("responses")
 
 
 @pytest.mark.parametrize("protocol", ["A", "R"])
@@ -129,3 +131,4 @@ def test_reasoning_round_trip(clients, protocol):
         assert "reasoning.encrypted_content" in first.json["include"]
         replayed = [item for item in second.json["input"] if item.get("type") == "reasoning"]
         assert len(replayed) == 1 and replayed[0]["encrypted_content"].startswith(RESPONSES_ENCRYPTED_PREFIX)
+    clients.assert_billed("responses")

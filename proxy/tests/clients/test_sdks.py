@@ -48,6 +48,7 @@ def test_openai_agents_sdk(clients, protocol):
     assert "raw_response_event" in result["stream"]["events"]
     assert_tool_round_trip(clients, protocol, "run")
     assert_tool_round_trip(clients, protocol, "streamed")
+    clients.assert_billed("responses")
 
 
 @pytest.mark.parametrize("protocol", ["R", "O"])
@@ -65,6 +66,7 @@ def test_vercel_ai_sdk(clients, protocol):
     )
     assert_tool_round_trip(clients, protocol, "generate")
     assert_tool_round_trip(clients, protocol, "stream")
+    clients.assert_billed("responses")
 
 
 @pytest.mark.parametrize("protocol", ["R", "A"])
@@ -79,6 +81,7 @@ def test_openai_node_sdk(clients, protocol):
     assert result["stream"] == {"text": "streamed-ok", "status": "completed", "first": "response.created",
                                 "last": "response.completed"}  # fmt: skip
     assert_tool_round_trip(clients, protocol, "node")
+    clients.assert_billed("responses")
 
 
 @pytest.mark.parametrize("protocol", ["R", "G"])
@@ -87,6 +90,7 @@ def test_pydantic_ai_responses_model(clients, protocol):
     assert result == {"run": marker("sync"), "stream": marker("stream")}
     assert_tool_round_trip(clients, protocol, "sync")
     assert_tool_round_trip(clients, protocol, "stream")
+    clients.assert_billed("responses")
 
 
 @pytest.mark.parametrize("protocol", ["R", "O"])
@@ -109,3 +113,4 @@ def test_openai_python_sdk(clients, protocol):
     assert (second.output_text, second.status) == (marker("python"), "completed")
     assert second.usage.input_tokens > 0 and second.usage.output_tokens > 0
     assert_tool_round_trip(clients, protocol, "python")
+    clients.assert_billed("responses")
