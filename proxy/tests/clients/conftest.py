@@ -29,6 +29,8 @@ JS_BIN = JS_DIR / "node_modules" / ".bin"
 VENV_PYTHON = INSTALL_DIR / "venv" / "bin" / "python"
 SCRIPTS_DIR = Path(__file__).resolve().parent / "scripts"
 NOT_INSTALLED = "the client programs are not installed: run scripts/install-clients.sh"
+# Set by CI (scripts/test.sh): a missing install is then a failure, not a skip.
+REQUIRED = os.environ.get("RUAPI_REQUIRE_CLIENTS") == "1"
 
 # Catalog model per upstream protocol: O = OpenAI chat, A = Anthropic Messages, G = Gemini, R = OpenAI Responses.
 MODELS = {"O": "gpt-test", "A": "claude-test", "G": "gemini-test", "R": "responses-test"}
@@ -259,11 +261,13 @@ class ClientsEnv:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Every test of this directory is in the `clients` tier; without the installed programs each is skipped."""
+    """Without the installed programs every `clients` test is skipped (failed instead under RUAPI_REQUIRE_CLIENTS=1)."""
+    if REQUIRED or installed():
+        return
     here = Path(__file__).resolve().parent
     skip = pytest.mark.skip(reason=NOT_INSTALLED)
     for item in items:
-        if here in Path(item.fspath).resolve().parents and item.get_closest_marker("clients") and not installed():
+        if here in Path(item.fspath).resolve().parents and item.get_closest_marker("clients"):
             item.add_marker(skip)
 
 
@@ -279,6 +283,8 @@ def _clients_home_root() -> Iterator[Path]:
 @pytest.fixture
 def clients(gateway, _clients_home_root) -> Iterator[ClientsEnv]:
     """The live gateway with one model per upstream protocol, a funded tenant, and the client runner."""
+    if not installed():
+        pytest.fail(NOT_INSTALLED)
     from catalog.services import catalog_load
     from catalog.snapshot import catalog_invalidate
 
