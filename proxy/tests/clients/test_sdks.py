@@ -1,7 +1,8 @@
-"""Responses-API client libraries through the gateway, each on the same-protocol route (a Responses upstream) and a
-converted one: the OpenAI Agents SDK (default model API), the Vercel AI SDK's default OpenAI provider, the official
-openai SDKs' `responses.create` / `responses.stream` (Python in-process, Node 22 as a program) and pydantic-ai's
-OpenAIResponsesModel. Each runs a function-tool loop streamed and not (directives: proxy/tests/mock_agent.py)."""
+"""Client libraries through the gateway, each on its same-protocol route and a converted one: the Responses
+clients (the OpenAI Agents SDK's default model API, the Vercel AI SDK's default OpenAI provider, the official openai
+SDKs' `responses.create` / `responses.stream` — Python in-process, Node 22 as a program — and pydantic-ai's
+OpenAIResponsesModel) on a Responses upstream and a converted one, and the AI SDK's Anthropic provider (Messages).
+Each runs a function-tool loop streamed and not (directives: proxy/tests/mock_agent.py)."""
 
 import json
 
@@ -67,6 +68,20 @@ def test_vercel_ai_sdk(clients, protocol):
     assert_tool_round_trip(clients, protocol, "generate")
     assert_tool_round_trip(clients, protocol, "stream")
     clients.assert_billed("responses")
+
+
+@pytest.mark.parametrize("protocol", ["A", "O"])
+def test_vercel_ai_sdk_anthropic_provider(clients, protocol):
+    """createAnthropic(...)(model): the AI SDK as a Messages client, same-protocol and converted."""
+    env = {**client_env(clients, protocol), "RUAPI_PROVIDER": "anthropic"}
+    result = result_of(clients.node("ai_sdk.mjs", timeout=TIMEOUT, **env))
+    generated, streamed = result["generate"], result["stream"]
+    assert (generated["text"], generated["finish"], generated["steps"]) == (marker("generate"), "stop", 2)
+    assert (streamed["text"], streamed["finish"], streamed["steps"], streamed["errors"]) == (
+        marker("stream"), "stop", 2, [])  # fmt: skip
+    assert_tool_round_trip(clients, protocol, "generate")
+    assert_tool_round_trip(clients, protocol, "stream")
+    clients.assert_billed("messages")
 
 
 @pytest.mark.parametrize("protocol", ["R", "A"])

@@ -1,10 +1,12 @@
-// The Vercel AI SDK's default OpenAI provider (createOpenAI(...)(model) = the Responses API): generateText with a
-// tool loop, then streamText with a tool loop. Prints one JSON line with what the program saw.
-// Env: RUAPI_BASE_URL (…/v1), RUAPI_API_KEY, RUAPI_MODEL.
+// The Vercel AI SDK: generateText with a tool loop, then streamText with a tool loop. Prints one JSON line with what
+// the program saw. Env: RUAPI_BASE_URL (…/v1), RUAPI_API_KEY, RUAPI_MODEL, RUAPI_PROVIDER: "openai" (default:
+// createOpenAI(...)(model), the Responses API) or "anthropic" (createAnthropic(...)(model), the Messages API).
+import { createAnthropic } from "@ai-sdk/anthropic";
 import { createOpenAI } from "@ai-sdk/openai";
 import { generateText, jsonSchema, stepCountIs, streamText, tool } from "ai";
 
-const provider = createOpenAI({ baseURL: process.env.RUAPI_BASE_URL, apiKey: process.env.RUAPI_API_KEY });
+const create = process.env.RUAPI_PROVIDER === "anthropic" ? createAnthropic : createOpenAI;
+const provider = create({ baseURL: process.env.RUAPI_BASE_URL, apiKey: process.env.RUAPI_API_KEY });
 const model = provider(process.env.RUAPI_MODEL);
 const tools = {
   get_marker: tool({
