@@ -17,7 +17,7 @@ from proxy.tests.integration.helpers import (
     usd,
 )
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.embedded]
 
 WEATHER_TOOL = {
     "type": "function",
@@ -502,3 +502,26 @@ def test_client_disconnect_bills_what_was_produced(gateway):
     assert (event.endpoint, event.error_type, event.is_estimated) == ("responses", "client_disconnected", True)
     assert 3 <= event.output_tokens < 100
     assert LedgerEntry.objects.get(kind="usage").amount_nanos == -event.cost_nanos
+
+
+@pytest.mark.parametrize("model", ["gpt-test", "claude-test"])
+def test_stream_reasoning_and_tool_through_the_sdk_accumulator(gateway, model):
+    # the SDK's own stream accumulator accepts the reasoning summary and function call grammar (§2.2)
+    with gateway.openai().responses.stream(
+        model=model, input="weather?", tools=[WEATHER_TOOL], reasoning={"effort": "high", "summary": "auto"},
+        include=["reasoning.encrypted_content"],
+    ) as stream:  # fmt: skip
+        events = list(stream)
+        final = stream.get_final_response()
+    assert [item.type for item in final.output] == ["reasoning", "function_call"]
+    assert final.output[0].summary[0].text == "Thinking about it."
+    if model == "claude-test":  # a signed A block: the envelope; O reasoning has nothing to replay
+        assert final.output[0].encrypted_content.startswith("rg1.")
+    else:
+        assert final.output[0].encrypted_content is None
+    assert final.output[1].arguments == '{"city": "Paris"}'
+    types = [event.type for event in events]
+    assert types.index("response.reasoning_summary_part.added") < types.index("response.reasoning_summary_text.delta")
+    assert types[-1] == "response.completed"
+    done = [event.item for event in events if event.type == "response.output_item.done"]
+    assert [item.id for item in done] == [item.id for item in final.output]

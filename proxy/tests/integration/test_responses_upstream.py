@@ -15,7 +15,7 @@ from proxy.tests.integration.helpers import (
 )
 from proxy.tests.mock_upstream import RESPONSES_ENCRYPTED_PREFIX
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.embedded]
 
 PRICES = {"input": 2_000_000_000, "output": 8_000_000_000, "cache_read": 500_000_000}
 WEATHER = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
@@ -232,3 +232,16 @@ def test_r_to_r_foreign_ciphertext_is_retried_without_reasoning(resp):
     assert [i.get("type") for i in first.json["input"]] == ["message", "reasoning", "message", "message"]
     assert [i.get("type") for i in second.json["input"]] == ["message", "message", "message"]
     assert_billed_once(resp.tenant, _cost(second))
+
+
+def test_admin_probe_lists_the_upstream_models(resp):
+    import asyncio
+
+    from catalog.snapshot import catalog_snapshot
+    from proxy.upstreams.probe import provider_probe
+
+    provider = asyncio.run(catalog_snapshot()).get("resp-test").routes[0].provider
+    assert (provider.kind, provider.protocol) == ("responses", "responses")
+    result = asyncio.run(provider_probe(provider))
+    assert result.ok and "gpt-4o-mini" in result.model_ids
+    assert resp.mock.requests[-1].path == "/v1/models"
