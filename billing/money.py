@@ -129,11 +129,17 @@ def tax_included(gross_nanos: int, rate_percent: Decimal | str) -> int:
     return int(value.to_integral_value(rounding=ROUND_HALF_UP))
 
 
+def _display_usd(nanos: int) -> Decimal:
+    """USD without trailing zeros and never in exponent form (normalize() makes 10 "1E+1")."""
+    value = nanos_to_usd(nanos).normalize()
+    return value.quantize(Decimal(1)) if value == value.to_integral_value() else value
+
+
 def usd_per_mtok(nanos_per_mtok: int) -> Decimal:
     """A price in nano-USD per million tokens -> USD per million tokens (for display on invoices)."""
-    return nanos_to_usd(nanos_per_mtok).normalize()
+    return _display_usd(nanos_per_mtok)
 
 
 def usd_per_kreq(nanos_per_kreq: int) -> Decimal:
     """A price in nano-USD per 1,000 requests -> USD per 1,000 requests (for display)."""
-    return nanos_to_usd(nanos_per_kreq).normalize()
+    return _display_usd(nanos_per_kreq)

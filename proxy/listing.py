@@ -11,6 +11,7 @@ from proxy.requests import invalid, read_json_body
 from proxy.responses import ANTHROPIC, OPENAI, Call, error_response, json_response
 from proxy.translate import anthropic_thinking_filter
 from proxy.translate.errors import ErrorKind, GatewayError, upstream_http_error
+from proxy.translate.system_messages import anthropic_hoist_system_messages
 from proxy.translate.usage import estimate_anthropic_prompt_tokens
 from proxy.upstreams import upstream_for
 
@@ -80,6 +81,8 @@ async def count_tokens(request: HttpRequest) -> HttpResponse:
             if route.provider.protocol != ANTHROPIC:
                 continue
             upstream_body = anthropic_thinking_filter({k: v for k, v in body.items() if k in COUNT_TOKENS_FIELDS})
+            if not spec.options.get("mid_conv_system"):  # as on /v1/messages (PROTOCOLS-RESPONSES §6 M5)
+                upstream_body = anthropic_hoist_system_messages(upstream_body)
             upstream_body["model"] = route.upstream_model
             try:
                 reply = await upstream_for(route.provider).count_tokens(upstream_body)

@@ -51,6 +51,8 @@ class SeriesRowSerializer(serializers.Serializer):
     cache_read_tokens = serializers.IntegerField()
     cache_write_tokens = serializers.IntegerField()
     reasoning_tokens = serializers.IntegerField()
+    web_search_requests = serializers.IntegerField()
+    web_fetch_requests = serializers.IntegerField()
     cost_usd = serializers.CharField()
 
 

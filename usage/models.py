@@ -34,6 +34,8 @@ class UsageRollup(models.Model):
     cache_read_tokens = models.BigIntegerField(default=0)
     cache_write_tokens = models.BigIntegerField(default=0)
     reasoning_tokens = models.BigIntegerField(default=0)
+    web_search_requests = models.BigIntegerField(default=0)  # server tools the upstream ran (issue 14)
+    web_fetch_requests = models.BigIntegerField(default=0)
     cost_nanos = models.BigIntegerField(default=0)  # what the tenant was debited
     provider_cost_nanos = models.BigIntegerField(default=0)  # what the provider charges us (Price.cost_*)
     latency_p50_ms = models.PositiveIntegerField(default=0)

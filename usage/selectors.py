@@ -20,7 +20,8 @@ from usage.services import SPANS, Period, bucket_floor
 HOURLY_MAX = timedelta(days=3)
 RANGES = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30), "90d": timedelta(days=90)}
 SUMS = ("requests", "errors", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
-        "reasoning_tokens", "cost_nanos", "provider_cost_nanos")  # fmt: skip
+        "reasoning_tokens", "web_search_requests", "web_fetch_requests", "cost_nanos",
+        "provider_cost_nanos")  # fmt: skip
 
 
 @dataclass(frozen=True)

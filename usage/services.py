@@ -38,7 +38,8 @@ logger = logging.getLogger(__name__)
 Period = UsageRollup.Period
 SPANS = {Period.HOUR: timedelta(hours=1), Period.DAY: timedelta(days=1)}
 DIMENSIONS = ("org_id", "api_key_id", "model", "provider")
-SUMMED = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "cost_nanos")
+SUMMED = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens",
+          "web_search_requests", "web_fetch_requests", "cost_nanos")  # fmt: skip
 REFRESH_CURSOR = "refresh"
 # A refresh always re-aggregates at least this far back, so an event settled late (a long stream
 # is recorded when it ends) still lands in its bucket.
@@ -178,7 +179,8 @@ def rollup_bucket_rebuild(*, period: str, bucket_start: datetime) -> int:
                 model=row["model"], provider=row["provider"], requests=row["requests"], errors=row["errors"],
                 input_tokens=row["input_tokens"], output_tokens=row["output_tokens"],
                 cache_read_tokens=row["cache_read_tokens"], cache_write_tokens=row["cache_write_tokens"],
-                reasoning_tokens=row["reasoning_tokens"], cost_nanos=row["cost_nanos"],
+                reasoning_tokens=row["reasoning_tokens"], web_search_requests=row["web_search_requests"],
+                web_fetch_requests=row["web_fetch_requests"], cost_nanos=row["cost_nanos"],
                 provider_cost_nanos=row["provider_cost_nanos"],
                 latency_p50_ms=whole_ms(row["latency_p50"]) or 0, latency_p95_ms=whole_ms(row["latency_p95"]) or 0,
                 ttft_p50_ms=whole_ms(row["ttft_p50"]), ttft_p95_ms=whole_ms(row["ttft_p95"]),

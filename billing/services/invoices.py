@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from accounts.models import Organization
 from billing.models import Invoice, LedgerEntry, Payment, UsageEvent
-from billing.money import cents_to_nanos, format_usd, nanos_to_cents, tax_included, usd_per_mtok
+from billing.money import cents_to_nanos, format_usd, nanos_to_cents, tax_included, usd_per_kreq, usd_per_mtok
 from billing.services.notifications import billing_email_send
 from billing.services.payments import customer_ensure, profile_get
 from billing.services.stripe_client import stripe_client, stripe_enabled
@@ -52,9 +52,11 @@ def _usage_lines(org_id: int, start: datetime, end: datetime) -> list[dict]:
     )
     rows = (
         events.values("model", "price_id", "price__input_nanos_per_mtok", "price__output_nanos_per_mtok",
-                      "price__cache_read_nanos_per_mtok", "price__cache_write_nanos_per_mtok")
+                      "price__cache_read_nanos_per_mtok", "price__cache_write_nanos_per_mtok",
+                      "price__web_search_nanos_per_kreq", "price__web_fetch_nanos_per_kreq")
         .annotate(requests=Count("id"), input_tokens=Sum("input_tokens"), output_tokens=Sum("output_tokens"),
                   cache_read_tokens=Sum("cache_read_tokens"), cache_write_tokens=Sum("cache_write_tokens"),
+                  web_search_requests=Sum("web_search_requests"), web_fetch_requests=Sum("web_fetch_requests"),
                   amount_nanos=Sum("cost_nanos"))
         .order_by("model", "price_id")
     )  # fmt: skip
@@ -72,6 +74,11 @@ def _usage_lines(org_id: int, start: datetime, end: datetime) -> list[dict]:
             "output_price": str(usd_per_mtok(row["price__output_nanos_per_mtok"] or 0)),
             "cache_read_price": str(usd_per_mtok(row["price__cache_read_nanos_per_mtok"] or 0)),
             "cache_write_price": str(usd_per_mtok(row["price__cache_write_nanos_per_mtok"] or 0)),
+            # Server tools (issue 14): counts, and USD per 1,000 requests.
+            "web_search_requests": row["web_search_requests"] or 0,
+            "web_fetch_requests": row["web_fetch_requests"] or 0,
+            "web_search_price": str(usd_per_kreq(row["price__web_search_nanos_per_kreq"] or 0)),
+            "web_fetch_price": str(usd_per_kreq(row["price__web_fetch_nanos_per_kreq"] or 0)),
             "amount_nanos": row["amount_nanos"] or 0,
         })  # fmt: skip
     return lines

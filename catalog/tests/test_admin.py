@@ -117,3 +117,15 @@ def test_pricing_pages_show_only_public_enabled_models(client, settings):
     assert 'base_url="https://api.ruapi.test/v1"' in detail
     assert 'base_url="https://api.ruapi.test"' in detail and "@anthropic-ai/sdk" in detail and "curl" in detail
     assert client.get("/pricing/hidden/").status_code == 404
+
+
+def test_pricing_pages_show_server_tool_prices(client):
+    catalog_load({
+        "providers": [{"name": "anthropic", "kind": "anthropic", "base_url": "https://api.anthropic.com"}],
+        "models": [{"name": "searcher", "provider": "anthropic", "upstream_model": "c", "input": 3, "output": 15,
+                    "web_search": 10}],
+    })  # fmt: skip
+    listing = client.get("/pricing/").content.decode()
+    assert "Web search / 1K" in listing and "$10</td>" in listing
+    detail = client.get("/pricing/searcher/").content.decode()
+    assert "$10 per 1,000 requests" in detail

@@ -136,3 +136,63 @@ def test_enable_disable_is_audited_and_idempotent():
     assert models_set_enabled(models=Model.objects.all(), enabled=False, actor="ops") == 2
     assert models_set_enabled(models=Model.objects.all(), enabled=False, actor="ops") == 0
     assert AuditEntry.objects.filter(action="model.disable").count() == 2
+
+
+CLAUDE_CODE_CATALOG = {
+    "providers": [
+        {"name": "anthropic", "kind": "anthropic", "base_url": "https://api.anthropic.com",
+         "options": {"betas": {"mode": "allow", "allow": ["effort-*"], "rename": {"a-1": "b-1"}},
+                     "mid_system": "hoist"}},
+    ],
+    "models": [
+        {"name": "claude", "provider": "anthropic", "upstream_model": "claude-opus-4-8", "input": 5, "output": 25,
+         "web_search": 10, "web_fetch": "0.5", "mid_conv_system": True, "auto_cache": True,
+         "reasoning_efforts": ["low", "high"], "options": {"other_flag": 1}},
+    ],
+}  # fmt: skip
+
+
+def test_issue_14_fields_load_dump_and_reach_the_snapshot():
+    # given
+    from catalog.snapshot import catalog_build
+
+    # when
+    catalog_load(CLAUDE_CODE_CATALOG)
+    dumped = catalog_dump()
+    # then: server-tool prices are nano-USD per 1,000 requests, flags live in Model.options, all round-trip
+    price = Price.objects.get(model__name="claude")
+    assert (price.web_search_nanos_per_kreq, price.web_fetch_nanos_per_kreq) == (10_000_000_000, 500_000_000)
+    model = Model.objects.get(name="claude")
+    assert model.options == {"other_flag": 1, "mid_conv_system": True, "auto_cache": True,
+                             "reasoning_efforts": ["low", "high"]}  # fmt: skip
+    item = dumped["models"][0]
+    assert {k: item[k] for k in ("web_search", "web_fetch", "mid_conv_system", "auto_cache", "reasoning_efforts",
+                                 "options")} == {"web_search": 10, "web_fetch": 0.5, "mid_conv_system": True,
+                                                 "auto_cache": True, "reasoning_efforts": ["low", "high"],
+                                                 "options": {"other_flag": 1}}  # fmt: skip
+    assert dumped["providers"][0]["options"] == CLAUDE_CODE_CATALOG["providers"][0]["options"]
+    assert catalog_load(dumped).prices_changed == []
+    assert catalog_dump() == dumped
+    spec = catalog_build().get("claude")
+    assert (spec.prices.web_search_nanos_per_kreq, spec.options["auto_cache"]) == (10_000_000_000, True)
+
+
+@pytest.mark.parametrize(
+    ("_case", "options", "message"),
+    [
+        ("bad mode", {"betas": {"mode": "only"}}, "provider a: betas.mode must be one of pass, allow, drop"),
+        ("not a mapping", {"betas": "all"}, "provider a: betas must be a mapping"),
+    ],
+)
+def test_beta_policy_is_checked_on_load(_case, options, message):
+    with pytest.raises(CatalogError) as info:
+        catalog_load({"providers": [{"name": "a", "kind": "anthropic", "base_url": "https://x.test",
+                                     "options": options}]})  # fmt: skip
+    assert str(info.value) == message
+    assert not Provider.objects.filter(name="a").exists()
+
+
+def test_reasoning_efforts_must_be_a_list():
+    with pytest.raises(CatalogError):
+        catalog_load({**CLAUDE_CODE_CATALOG, "models": [{**CLAUDE_CODE_CATALOG["models"][0],
+                                                          "reasoning_efforts": "high"}]})  # fmt: skip

@@ -16,6 +16,8 @@ from .system_messages import (
     anthropic_split_mid_conv_blocks,
     anthropic_system_text,
     anthropic_tool_changes,
+    first_system_index,
+    has_system_messages,
     mid_system_not_supported,
     tool_change_note,
 )
@@ -119,11 +121,9 @@ def _assistant_message(content: object, ctx: _MessageContext) -> dict | None:
     return message
 
 
-def _system_message(content: object, index: int, ctx: _MessageContext) -> dict | None:
+def _system_message(content: object, ctx: _MessageContext) -> dict | None:
     """A mid-conversation system message → O system/developer message at the same place (M3), or None when it
-    has nothing to say; `mid_system: reject` answers the 400 Claude Code falls back from (M7)."""
-    if ctx.target.mid_system == "reject":
-        raise mid_system_not_supported(index)
+    has nothing to say."""
     note = tool_change_note(anthropic_tool_changes(content))
     text = "\n".join(part for part in (anthropic_system_text(content), note) if part)
     return {"role": ctx.target.system_role, "content": text} if text else None
@@ -140,6 +140,8 @@ def anthropic_messages_to_openai(
     ctx = _MessageContext(target, inline_images, tool_names)
     if not isinstance(messages, list) or not messages:
         raise TranslationError("messages must be a non-empty array.", param="messages")
+    if target.mid_system == "reject" and has_system_messages(messages):
+        raise mid_system_not_supported(first_system_index(messages))  # the 400 Claude Code falls back from (M7)
     converted: list[dict] = []
     for i, message in enumerate(anthropic_split_mid_conv_blocks(messages)):
         role = message.get("role") if isinstance(message, dict) else None
@@ -150,7 +152,7 @@ def anthropic_messages_to_openai(
             if assistant is not None:
                 converted.append(assistant)
         elif role == "system":
-            system = _system_message(message.get("content"), i, ctx)
+            system = _system_message(message.get("content"), ctx)
             if system is not None:
                 converted.append({**system, "_hoist": True} if target.mid_system == "hoist" else system)
         else:

@@ -30,6 +30,8 @@ from .system_messages import (
     anthropic_split_mid_conv_blocks,
     anthropic_system_text,
     anthropic_tool_changes,
+    first_system_index,
+    has_system_messages,
     is_system_message,
     mid_system_not_supported,
     tool_change_note,
@@ -215,14 +217,14 @@ def _mid_system_texts(messages: list, target: TargetModel) -> tuple[list, list[s
     """(messages without system ones, their texts in order). Gemini has no system turn: the nearest faithful
     form is the system instruction, as for A models without the feature (PROTOCOLS-RESPONSES §6 M5); the
     declared tools all stay and a tool change becomes a one-line note there (M6)."""
+    if target.mid_system == "reject" and has_system_messages(messages):
+        raise mid_system_not_supported(first_system_index(messages))
     texts: list[str] = []
     kept: list = []
-    for index, message in enumerate(anthropic_split_mid_conv_blocks(messages)):
+    for message in anthropic_split_mid_conv_blocks(messages):
         if not is_system_message(message):
             kept.append(message)
             continue
-        if target.mid_system == "reject":
-            raise mid_system_not_supported(index)
         note = tool_change_note(anthropic_tool_changes(message.get("content")))
         text = "\n".join(part for part in (anthropic_system_text(message.get("content")), note) if part)
         if text:

@@ -8,9 +8,8 @@ from .anthropic_to_openai import anthropic_thinking_filter
 from .models import Conversion, TargetModel
 from .system_messages import (
     anthropic_hoist_system_messages,
-    anthropic_split_mid_conv_blocks,
+    first_system_index,
     has_system_messages,
-    is_system_message,
     mid_system_not_supported,
 )
 from .usage import estimate_anthropic_prompt_tokens, estimate_openai_prompt_tokens
@@ -54,8 +53,7 @@ def anthropic_request_to_anthropic(
     """
     if not target.mid_conv_system and has_system_messages(body.get("messages")):
         if target.mid_system == "reject":
-            messages = anthropic_split_mid_conv_blocks(body["messages"])
-            raise mid_system_not_supported(next(i for i, m in enumerate(messages) if is_system_message(m)))
+            raise mid_system_not_supported(first_system_index(body["messages"]))
         body = anthropic_hoist_system_messages(body)
     out = {**anthropic_thinking_filter(body, accept_signature=accept_signature), "model": target.upstream_model}
     estimate = estimate_anthropic_prompt_tokens(out) if input_estimate is None else input_estimate

@@ -25,6 +25,14 @@ BILLING_HEADER_PREFIX = "x-anthropic-billing-header:"  # Claude Code's per-versi
 TOOL_CHANGE_TYPES = ("tool_addition", "tool_removal")
 
 
+def first_system_index(messages: object) -> int:
+    """Index (in the client's list) of the first system message or message with a `mid_conv_system` block."""
+    for index, message in enumerate(messages if isinstance(messages, list) else []):
+        if has_system_messages([message]):
+            return index
+    return 0
+
+
 def mid_system_not_supported(index: int) -> TranslationError:
     """M7: the wording and code both of Claude Code's matchers accept (it then folds the text into a user turn)."""
     error = TranslationError(
@@ -42,9 +50,20 @@ def _blocks(content: object) -> list[dict]:
     return [block for block in content if isinstance(block, dict)] if isinstance(content, list) else []
 
 
+def _expired(messages: list, index: int) -> bool:
+    """A system message with `clear_at: "next_user_message"` is no longer shown once a later user message exists
+    (SDK BetaSystemMessageParam): the converters drop it as the upstream would hide it."""
+    message = messages[index]
+    if not is_system_message(message) or message.get("clear_at") != "next_user_message":
+        return False
+    return any(isinstance(m, dict) and m.get("role") == "user" for m in messages[index + 1 :])
+
+
 def anthropic_split_mid_conv_blocks(messages: object) -> object:
-    """`messages` with each `mid_conv_system` block moved into a system message at its place (the same list
-    object when there is none)."""
+    """`messages` with each `mid_conv_system` block moved into a system message at its place and expired
+    `clear_at: "next_user_message"` system messages left out (the same list object when neither applies)."""
+    if isinstance(messages, list) and any(_expired(messages, i) for i in range(len(messages))):
+        messages = [m for i, m in enumerate(messages) if not _expired(messages, i)]
     if not isinstance(messages, list) or not any(
         isinstance(m, dict) and isinstance(m.get("content"), list)
         and any(isinstance(b, dict) and b.get("type") == "mid_conv_system" for b in m["content"])
@@ -185,7 +204,7 @@ def anthropic_hoist_system_messages(body: dict) -> dict:
     """M5 + M6 for an A model without mid-conversation system messages: their texts appended to `system` in
     order (valid everywhere; it changes the cache prefix), the tools folded. `body` itself when there is none."""
     messages = anthropic_split_mid_conv_blocks(body.get("messages"))
-    if not has_system_messages(messages):
+    if messages is body.get("messages") and not has_system_messages(messages):
         return body
     fold = anthropic_tool_fold(body.get("tools"), messages)
     system = body.get("system")
@@ -195,16 +214,17 @@ def anthropic_hoist_system_messages(body: dict) -> dict:
         else (list(system) if isinstance(system, list) else [])
     )
     kept: list = []
+    hoisted: list = []
     for message in messages:
         if not is_system_message(message):
             kept.append(message)
             continue
         for block in _blocks(message.get("content")):
             if block.get("type") == "text" and isinstance(block.get("text"), str) and block["text"].strip():
-                blocks.append(block)  # a block keeps its own cache_control: the breakpoint count is unchanged
+                hoisted.append(block)  # a block keeps its own cache_control: the breakpoint count is unchanged
     out = {**body, "messages": kept}
-    if blocks:
-        out["system"] = blocks
+    if hoisted:
+        out["system"] = blocks + hoisted
     if fold.changed:
         tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("name") in fold.active]
         tools += [fold.added[name] for name in fold.active if name in fold.added]

@@ -146,3 +146,18 @@ def test_purge_deletes_old_raw_events_keeps_rollups_and_never_rebuilds_past_rete
     assert not UsageEvent.objects.filter(pk=old.pk).exists()
     assert rollups_rebuild(start=old_day, end=old_day + timedelta(days=1)) == 0
     assert UsageRollup.objects.get(period="day", bucket_start=old_day).requests == 1
+
+
+def test_rollups_sum_server_tool_requests():
+    # given: two events with web searches / fetches in one bucket, one in another org
+    org, other = OrgFactory(), OrgFactory()
+    make_event(org, HOUR + timedelta(minutes=1), web_search_requests=2, web_fetch_requests=1)
+    make_event(org, HOUR + timedelta(minutes=2), web_search_requests=3)
+    make_event(other, HOUR + timedelta(minutes=3), web_search_requests=7)
+    # when
+    rollup_bucket_rebuild(period="hour", bucket_start=HOUR)
+    # then
+    rows = UsageRollup.objects.filter(period="hour", bucket_start=HOUR).order_by("org_id")
+    assert [(r.org_id, r.requests, r.web_search_requests, r.web_fetch_requests) for r in rows] == [
+        (org.id, 2, 5, 1), (other.id, 1, 7, 0),
+    ]  # fmt: skip

@@ -134,6 +134,26 @@ def test_openai_route(routes, stream):
     assert "context_management" not in sent and "metadata" not in sent and "thinking" not in sent
 
 
+@pytest.mark.parametrize("model", ["gpt-test", "gemini-test", "claude-test", "claude-mid"])
+def test_tool_loop_second_turn(routes, model):
+    # given the first turn's tool call, answered, with a system reminder after the user's prompt
+    body = claude_code_body()
+    body["messages"] = [
+        {"role": "user", "content": "list files"},
+        {"role": "system", "content": REMINDER},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_01", "name": "Bash",
+                                           "input": {"command": "ls"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01", "content": "a.txt"}]},
+    ]  # fmt: skip
+    # when
+    message = _send(routes, model, body, stream=True)
+    # then: the model answers in text; the upstream saw the call and its result
+    assert message.stop_reason == "end_turn"
+    assert message.content[-1].text == "Echo: list files"
+    sent = json.dumps(routes.mock.requests[-1].json)
+    assert "a.txt" in sent and REMINDER in sent
+
+
 def test_openai_route_tool_removal(routes):
     body = claude_code_body()
     body["messages"][1]["content"].append({"type": "tool_removal", "tool": {"type": "tool_reference", "name": "Bash"}})
@@ -185,6 +205,20 @@ def test_anthropic_route_with_flag(routes):
     upstream = routes.mock.requests[-1]
     assert upstream.json == {**body, "model": "claude-opus-4-8"}
     assert upstream.headers["anthropic-beta"] == CLAUDE_CODE_BETAS.replace(",", ", ")
+
+
+def test_count_tokens_without_flag(routes):
+    body = claude_code_body()
+    result = routes.anthropic().messages.count_tokens(
+        model="claude-test", messages=body["messages"], system=body["system"], tools=body["tools"]
+    )
+    upstream = routes.mock.requests[-1]
+    assert upstream.path == "/v1/messages/count_tokens"
+    assert [m["role"] for m in upstream.json["messages"]] == ["user", "assistant", "user"]
+    # the mock's count: words of every text + 10 per part (system, three messages)
+    assert result.input_tokens == (len(BILLING.split()) + 4 + 2 + 10) + (1 + 10) + (1 + 10) + (2 + 10) + len(
+        REMINDER.split()
+    )
 
 
 def test_beta_allowlist_provider(routes):

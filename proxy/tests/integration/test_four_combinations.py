@@ -5,6 +5,8 @@ Every test checks what the upstream received (the mock validates Anthropic's rul
 what the client got back, and what was billed.
 """
 
+import hashlib
+
 import pytest
 from asgiref.sync import sync_to_async
 
@@ -537,7 +539,8 @@ def test_anthropic_only_fields_are_not_sent_to_an_openai_upstream(gateway):
 
     # then
     upstream = gateway.mock.requests[0].json
-    assert upstream == {"model": "gpt-upstream-1", "messages": HELLO, "max_tokens": 50, "user": "user-123"}
+    user = hashlib.sha256(b"user-123").hexdigest()  # metadata.user_id as its sha256 hex (PROTOCOLS-RESPONSES M10)
+    assert upstream == {"model": "gpt-upstream-1", "messages": HELLO, "max_tokens": 50, "user": user}
 
 
 def test_openai_body_on_the_wire_is_relayed_with_only_the_model_changed(gateway):

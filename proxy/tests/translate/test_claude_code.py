@@ -344,3 +344,42 @@ def test_mcp_servers_refused_on_non_anthropic_upstreams(upstream):
     assert (info.value.message, info.value.param, info.value.status_for("anthropic")) == (
         "mcp_servers is not supported for this model.", "mcp_servers", 400,
     )  # fmt: skip
+
+
+def test_clear_at_next_user_message_expires_once_a_user_message_follows():
+    messages = [
+        {"role": "user", "content": "a"},
+        {"role": "system", "content": "only for a", "clear_at": "next_user_message"},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "b"},
+        {"role": "system", "content": "for b", "clear_at": "next_user_message"},
+    ]
+    out = anthropic_request_to_openai({"max_tokens": 5, "messages": messages}, GPT).body
+    assert out["messages"] == [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "b"},
+        {"role": "system", "content": "for b"},
+    ]
+    hoisted = anthropic_request_to_anthropic({"max_tokens": 5, "messages": messages}, CLAUDE).body
+    assert hoisted["system"] == [{"type": "text", "text": "for b"}]
+
+
+def test_only_expired_system_messages_leave_system_as_it_was():
+    body = {"max_tokens": 5, "system": "top", "messages": [
+        {"role": "user", "content": "a"}, {"role": "system", "content": "x", "clear_at": "next_user_message"},
+        {"role": "assistant", "content": "ok"}, {"role": "user", "content": "b"}]}  # fmt: skip
+    assert anthropic_request_to_anthropic(body, CLAUDE).body == {
+        "max_tokens": 5, "model": "claude-up", "system": "top",
+        "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "ok"},
+                     {"role": "user", "content": "b"}],
+    }  # fmt: skip
+
+
+def test_reject_names_the_clients_index_for_a_mid_conv_system_block():
+    messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                {"role": "user", "content": [{"type": "text", "text": "c"},
+                                             {"type": "mid_conv_system", "content": "rule"}]}]  # fmt: skip
+    with pytest.raises(TranslationError) as info:
+        anthropic_request_to_openai({"max_tokens": 5, "messages": messages}, TargetModel("g", mid_system="reject"))
+    assert info.value.message == "messages.2.role: role 'system' is not supported on this model"
