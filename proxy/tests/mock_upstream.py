@@ -55,6 +55,9 @@ Unscripted replies are deterministic, so tests can predict every byte that matte
   as above (tool definitions 0).
 
 A ``Script`` queued with ``enqueue()`` replaces all of that (auth included) for the next request to its path.
+
+Agent loops: directives in the user's text (``[[shell …]]``, ``[[call …]]``, ``[[say …]]``, see mock_agent.py) replace
+the reply plan of any generation endpoint with a scripted tool call or answer, so real agent programs can be driven.
 """
 
 from __future__ import annotations
@@ -78,6 +81,8 @@ from email.parser import BytesParser
 from typing import Any, Literal, Self
 
 from aiohttp import web
+
+from proxy.tests import mock_agent
 
 Provider = Literal["openai", "anthropic", "gemini"]
 SSEEvent = tuple[str | None, dict[str, Any] | str]
@@ -444,6 +449,17 @@ class MockUpstream:
     def _tool_call(self, prefix: str, name: str | None) -> _ToolCall | None:
         return None if name is None else _ToolCall(self._new_id(prefix), name, json.dumps(TOOL_ARGUMENTS))
 
+    def _scripted(self, reply: _Reply, conversation: mock_agent.Conversation, prefix: str) -> _Reply:
+        """``reply``, or the scripted agent turn when the conversation carries directives (mock_agent.py)."""
+        planned = mock_agent.plan(conversation)
+        if planned is None:
+            return reply
+        if planned.tool is None:
+            return replace(reply, text=planned.text, tool_call=None, stop="end", stop_sequence=None)
+        call_id = reply.tool_call.id if reply.tool_call else self._new_id(prefix)
+        call = _ToolCall(call_id, planned.tool, planned.arguments)
+        return replace(reply, text="", tool_call=call, stop="tool", stop_sequence=None)
+
     # -- default endpoints -------------------------------------------------------------------------------------
 
     def _chat_completions(self, record: RecordedRequest) -> Script:
@@ -468,6 +484,7 @@ class MockUpstream:
             prompt_tokens=prompt_tokens,
             cached_tokens=prompt_tokens // 2 if body.get("prompt_cache_key") else 0,
         )
+        reply = self._scripted(reply, mock_agent.openai_view(body), "call_")
         completion_id, model, created = self._new_id("chatcmpl-mock"), body["model"], int(time.time())
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -500,6 +517,7 @@ class MockUpstream:
             prompt_tokens=prompt_tokens,
             cached_tokens=prompt_tokens // 2 if body.get("prompt_cache_key") else 0,
         )
+        reply = self._scripted(reply, mock_agent.responses_view(body), "call_mock")
         response = _responses_object(
             reply, body, response_id=self._new_id("resp_mock"), new_id=self._new_id, created=int(time.time())
         )
@@ -533,6 +551,7 @@ class MockUpstream:
             cached_tokens=cached,
         )
         reply = replace(reply, cache_write_tokens=written, server_blocks=server_blocks, server_tool_use=server_use)
+        reply = self._scripted(reply, mock_agent.anthropic_view(body), "toolu_mock")
         message_id = self._new_id("msg_mock")
         if body.get("stream"):
             return Script(sse=_anthropic_events(reply, message_id=message_id, model=body["model"]))
@@ -740,6 +759,7 @@ class MockUpstream:
             prompt_tokens=prompt_tokens,
             cached_tokens=prompt_tokens // 2 if body.get("cachedContent") else 0,
         )
+        reply = self._scripted(reply, mock_agent.gemini_view(body), "fc_mock")
         response_id = self._new_id("resp_mock")
         if record.path.endswith(":streamGenerateContent"):
             if record.query.get("alt") != "sse":
