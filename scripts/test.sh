@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ruapi}"
 export TEST_REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
+# The `clients` tier (real Claude Code, Codex, SDKs) is skipped when scripts/install-clients.sh has not
+# run; in CI it must run, so a missing install fails instead.
+export RUAPI_REQUIRE_CLIENTS="${RUAPI_REQUIRE_CLIENTS:-${CI:+1}}"
 
 python3 - <<'PY'
 import os, sys
