@@ -7,9 +7,9 @@
 - A declared Content-Length over RUAPI_MAX_BODY_BYTES is 413 at once; a chunked body is 413 as
   soon as its running total passes the limit, and nothing past it is read. Before: the first
   waited for the body, the second read all of it.
-- A body that stops arriving is cut off RUAPI_BODY_TIMEOUT after its last byte. Before: each byte
-  received bought 1/RUAPI_BODY_MIN_RATE seconds more, so 30 MB then silence held the connection
-  (and 30 MB of memory) for 8 hours.
+- A body that stalls or trickles is cut off: it must deliver RUAPI_BODY_MIN_RATE x RUAPI_BODY_TIMEOUT
+  bytes in every RUAPI_BODY_TIMEOUT seconds. Before: each byte received bought 1/RUAPI_BODY_MIN_RATE
+  seconds more, so 30 MB then silence held the connection (and 30 MB of memory) for 8 hours.
 - X-Forwarded-For is believed only from RUAPI_TRUSTED_PROXIES (ruapi/server.py). Before: uvicorn's
   default --proxy-headers trusted 127.0.0.1, so a client behind a local proxy that passes the
   header through rotated its address past the key-guessing throttle and IP allowlists.
