@@ -23,11 +23,12 @@ only: one head timer per connection that re-arms itself, and a body timer only f
   per read of the socket while the head is incomplete; when one large read completes the head, the
   head itself is measured before the request is served);
 - RUAPI_BODY_TIMEOUT / RUAPI_BODY_MIN_RATE: a body still incomplete after the bytes at hand must
-  be complete within RUAPI_BODY_TIMEOUT seconds, plus one second per RUAPI_BODY_MIN_RATE bytes
-  received (a slow but steady upload keeps going), and may never go RUAPI_BODY_TIMEOUT seconds
-  without a byte: past either, 408 and close. (Before issue 12 only the first held, so a client
-  that sent 30 MB at once had earned 8 hours of silence.) A request whose body arrives with its
-  head, as nearly every API call does, never arms this timer;
+  deliver RUAPI_BODY_MIN_RATE x RUAPI_BODY_TIMEOUT bytes (or its end) within every
+  RUAPI_BODY_TIMEOUT seconds — a slow but steady upload keeps going, one that stalls or trickles
+  is cut off within RUAPI_BODY_TIMEOUT seconds of its last full window: 408 and close. (Before
+  issue 12 each byte received bought 1/RUAPI_BODY_MIN_RATE seconds more, so a client that sent
+  30 MB at once had earned 8 hours of silence.) A request whose body arrives with its head, as
+  nearly every API call does, never arms this timer;
 - a response sent before its request's body was read to the end (the /v1 handler refuses a
   missing key or an oversized body from the headers, ruapi/asgi.py) closes the connection: the
   rest of the body is never read;
@@ -124,9 +125,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_started: float | None = None  # loop time the current head began (None: none begun)
         self._head_timer: TimerHandle | None = None
         self._in_body = False  # the head is complete, the body is not
-        self._body_started = 0.0
-        self._body_bytes = 0
-        self._body_last = 0.0  # loop time the last body bytes arrived
+        # The body's progress: the current window began at _window_start and has had _window_bytes;
+        # RUAPI_BODY_MIN_RATE x RUAPI_BODY_TIMEOUT bytes open the next window.
+        self._window_quota = max(int(self.body_min_rate * self.body_timeout), 1)
+        self._window_start = 0.0
+        self._window_bytes = 0
         self._body_limit: int | None = None  # payload cap enforced here (outside /v1), None: the app's
         self._body_payload = 0
         self._body_timer: TimerHandle | None = None
@@ -154,15 +157,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._refuse(431, "Request header fields too large.")
                 return
         else:
-            self._body_bytes += len(data)
-            self._body_last = self.loop.time()
+            self._window_bytes += len(data)
+            if self._window_bytes >= self._window_quota:
+                self._window_start = self.loop.time()
+                self._window_bytes = 0
             super().data_received(data)
         if self.transport.get_protocol() is not self:  # upgraded to a WebSocket: no longer ours to time
             self._in_body = self._reading_head = False
             self._cancel_timers()
             return
         if self._in_body and self._body_timer is None and self.body_timeout > 0 and not self.transport.is_closing():
-            self._body_started = self._body_last = self.loop.time()  # the head completed in this read
+            self._window_start = self.loop.time()  # the head completed in this read (or an earlier one)
+            self._window_bytes = 0
             self._body_timer = self.loop.call_later(self.body_timeout, self._body_deadline)
 
     # -- parser callbacks -------------------------------------------------------------------------
@@ -178,7 +184,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._forwarded_headers()
         self._in_body = True
-        self._body_bytes = self._body_payload = 0
+        self._body_payload = 0
         self._body_limit = None
         if not self.url.startswith(b"/v1/"):
             self._body_limit = self.max_body_bytes
@@ -263,12 +269,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         now = self.loop.time()
         if self.flow.read_paused:  # the application is not reading yet: the silence is ours, not the client's
-            self._body_last = now
-        deadline = min(
-            self._body_started + self.body_timeout + self._body_bytes / self.body_min_rate,
-            self._body_last + self.body_timeout,  # progress: never this long without a byte
-        )
-        remaining = deadline - now
+            self._window_start = now
+        remaining = self._window_start + self.body_timeout - now
         if remaining > 0:  # the body is still arriving fast enough
             self._body_timer = self.loop.call_later(remaining, self._body_deadline)
             return

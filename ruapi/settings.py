@@ -276,9 +276,8 @@ RUAPI_UPSTREAM_MAX_BODY_BYTES = env_int("RUAPI_UPSTREAM_MAX_BODY_BYTES", 32 * 10
 RUAPI_UPSTREAM_MAX_EVENT_BYTES = env_int("RUAPI_UPSTREAM_MAX_EVENT_BYTES", 16 * 1024 * 1024)
 # Slow and idle clients (ruapi/server.py, the uvicorn protocol): a request head must be complete
 # within RUAPI_HEADER_TIMEOUT seconds of the connection / of its first byte and be at most
-# RUAPI_MAX_HEADER_BYTES (431 beyond); a request body must keep arriving — RUAPI_BODY_TIMEOUT
-# seconds, plus one more per RUAPI_BODY_MIN_RATE bytes received, and never RUAPI_BODY_TIMEOUT seconds
-# without a byte (issue 12).
+# RUAPI_MAX_HEADER_BYTES (431 beyond); a request body must keep arriving — at least
+# RUAPI_BODY_MIN_RATE x RUAPI_BODY_TIMEOUT bytes (or its end) in every RUAPI_BODY_TIMEOUT seconds.
 RUAPI_HEADER_TIMEOUT = env_float("RUAPI_HEADER_TIMEOUT", 10.0)
 RUAPI_MAX_HEADER_BYTES = env_int("RUAPI_MAX_HEADER_BYTES", 64 * 1024)
 RUAPI_BODY_TIMEOUT = env_float("RUAPI_BODY_TIMEOUT", 30.0)

@@ -7,9 +7,9 @@
 - A declared Content-Length over RUAPI_MAX_BODY_BYTES is 413 at once; a chunked body is 413 as
   soon as its running total passes the limit, and nothing past it is read. Before: the first
   waited for the body, the second read all of it.
-- A body that stops arriving is cut off RUAPI_BODY_TIMEOUT after its last byte. Before: each byte
-  received bought 1/RUAPI_BODY_MIN_RATE seconds more, so 30 MB then silence held the connection
-  (and 30 MB of memory) for 8 hours.
+- A body that stalls or trickles is cut off: it must deliver RUAPI_BODY_MIN_RATE x RUAPI_BODY_TIMEOUT
+  bytes in every RUAPI_BODY_TIMEOUT seconds. Before: each byte received bought 1/RUAPI_BODY_MIN_RATE
+  seconds more, so 30 MB then silence held the connection (and 30 MB of memory) for 8 hours.
 - X-Forwarded-For is believed only from RUAPI_TRUSTED_PROXIES (ruapi/server.py). Before: uvicorn's
   default --proxy-headers trusted 127.0.0.1, so a client behind a local proxy that passes the
   header through rotated its address past the key-guessing throttle and IP allowlists.
@@ -300,6 +300,38 @@ def test_uploads_that_send_30_mb_and_go_silent_are_closed_within_the_deadline(ga
     for sock in sockets:
         sock.close()
     assert gateway.mock.requests == []
+
+
+def test_an_upload_that_sends_30_mb_then_trickles_is_cut_off(gateway, settings):
+    # given: 30 MB at once, then one byte every 0.3 s — never silent, far below the minimum rate
+    settings.RUAPI_MAX_BODY_BYTES = 64 * MiB
+    settings.RUAPI_BODY_TIMEOUT = 1.0
+    settings.RUAPI_BODY_MIN_RATE = 1024
+    sock = _connect(gateway.server.port, timeout=10)
+    uploader = Uploader(sock, _head("/v1/chat/completions", {"Authorization": f"Bearer {gateway.tenant.secret}",
+                                                             "Content-Length": str(31_000_000)}),
+                        chunked=False, total=30_000_000, piece=1_000_000)  # fmt: skip
+    uploader.start()
+    uploader.join(timeout=10)
+    assert uploader.finished
+    trickle_since = time.monotonic()
+
+    # when
+    data = b""
+    sock.settimeout(0.3)
+    while time.monotonic() - trickle_since < 6 and not data:
+        try:
+            sock.send(b"x")
+            data = sock.recv(4096)
+        except TimeoutError:
+            continue
+        except OSError:
+            break
+
+    # then: 408 once a window of RUAPI_BODY_TIMEOUT passed without RUAPI_BODY_MIN_RATE x timeout bytes
+    assert data.startswith(b"HTTP/1.1 408 "), data[:100]
+    assert time.monotonic() - trickle_since < 1.0 + 1.5
+    sock.close()
 
 
 def test_a_slow_but_steady_upload_is_not_cut_by_the_progress_deadline(gateway, settings):
