@@ -168,7 +168,20 @@ def gateway(live_gateway, transactional_db, mock_upstream):
 
     catalog_load(mock_catalog(mock_upstream))
     catalog_invalidate()
-    return GatewayEnv(live_gateway, mock_upstream, make_tenant("Acme"))
+    yield GatewayEnv(live_gateway, mock_upstream, make_tenant("Acme"))
+    wait_for_stored_responses()
+
+
+def wait_for_stored_responses(timeout: float = 10.0) -> None:
+    """Stored Responses-API responses are written after the response's last byte (proxy/response_store.py):
+    let those of the test finish before its database is flushed (a flush racing a write deadlocks)."""
+    import time
+
+    from proxy import response_store
+
+    deadline = time.monotonic() + timeout
+    while response_store._pending and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 @dataclass
