@@ -267,6 +267,8 @@ class GeminiAdapter:
 
     def request_from_neutral(self, conv: Conversion, target: TargetModel, turn: Turn) -> Conversion:
         out = anthropic_request_to_gemini(conv.body, target)
+        if (conv.side.get("responses") or {}).get("json_object"):  # Gemini has a JSON mode (as for O clients)
+            out.body.setdefault("generationConfig", {})["responseMimeType"] = "application/json"
         out.side, out.json_tool = conv.side, conv.json_tool
         return out
 

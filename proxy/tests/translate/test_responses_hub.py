@@ -657,3 +657,11 @@ def test_hub_reaches_every_pair_in_at_most_one_neutral_hop(client, upstream, mac
     if name == "NeutralHop":
         name = f"NeutralHop({type(built.inner).__name__}→{type(built.outer).__name__})"
     assert name == machine
+
+
+def test_gemini_json_modes_from_a_responses_client():
+    fmt = {"type": "json_schema", "name": "w", "schema": {"type": "object"}}
+    conv, _ = r_to("gemini", {"model": "m", "input": "x", "text": {"format": fmt}}, A_TARGET)
+    assert conv.body["generationConfig"]["responseJsonSchema"] == {"type": "object"}
+    conv, _ = r_to("gemini", {"model": "m", "input": "x", "text": {"format": {"type": "json_object"}}}, A_TARGET)
+    assert conv.body["generationConfig"]["responseMimeType"] == "application/json"
