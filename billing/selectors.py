@@ -59,14 +59,21 @@ def spend_by_day(*, org: Organization, days: int = 30) -> list[tuple[date, int]]
 
 
 def unscoped_revenue_by_model(*, since) -> list[dict]:
-    """Staff only: revenue (what tenants were debited) per model since `since`."""
-    return list(
+    """Staff only: revenue (what tenants were debited) per model since `since`, with the provider
+    cost at each event's price row's cost_* prices (as the usage rollups compute it) and the margin."""
+    from usage.services import _provider_cost_nanos  # the one definition of an event's provider cost
+
+    rows = list(
         UsageEvent.objects.filter(created_at__gte=since)
         .values("model")
         .annotate(requests=Count("id"), revenue_nanos=Sum("cost_nanos"),
-                  input_tokens=Sum("input_tokens"), output_tokens=Sum("output_tokens"))
-        .order_by("-revenue_nanos")
+                  input_tokens=Sum("input_tokens"), output_tokens=Sum("output_tokens"),
+                  provider_cost_nanos=_provider_cost_nanos())
+        .order_by("-revenue_nanos", "model")
     )  # fmt: skip
+    for row in rows:
+        row["margin_nanos"] = row["revenue_nanos"] - row["provider_cost_nanos"]
+    return rows
 
 
 def unscoped_revenue_by_org(*, since) -> list[dict]:

@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI / Redoc served locally, not from a CDN (issue 16)
     "channels",
     "allauth",
     "allauth.account",
@@ -239,6 +240,10 @@ SPECTACULAR_SETTINGS = {
         "RoleEnum": "accounts.models.Membership.Role",
         "AssignableRoleEnum": "accounts.api.serializers.ASSIGNABLE",
     },
+    # The docs page works offline: its assets come from drf-spectacular-sidecar's static files.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Gateway ------------------------------------------------------------------------------
