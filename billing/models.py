@@ -249,6 +249,10 @@ class Payment(models.Model):
     # Stripe's cumulative figures (charge.amount_refunded, open disputes), never decreased.
     refunded_nanos = models.BigIntegerField(default=0)
     error = models.TextField(blank=True)
+    # A correctly signed Stripe object that disagreed with this payment (amount, currency or
+    # organisation): only the stored amount was credited, and an admin should look (issue 12).
+    needs_review = models.BooleanField(default=False, db_index=True)
+    review_reason = models.TextField(blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -333,3 +337,73 @@ class Invoice(models.Model):
 
     def __str__(self) -> str:
         return f"{self.number} ({self.org}, {self.period_start:%Y-%m})"
+
+
+class CreditCode(models.Model):
+    """A redemption code: credit an organisation redeems on the billing page (single- or multi-use).
+
+    Only the code's SHA-256 is stored, like API keys: a code is a bearer credential worth money, so a
+    database dump, a read-only staff account or a log must not be able to spend it. Staff see the
+    code once, when it is generated (on screen and as CSV); `prefix` identifies it afterwards.
+    `remaining` is what makes redemption race-safe: one conditional UPDATE (remaining > 0) per
+    redemption, on Postgres and SQLite alike (billing.services.credits).
+    """
+
+    prefix = models.CharField(max_length=16, db_index=True, help_text="The first characters, safe to display.")
+    code_hash = models.CharField(max_length=64, unique=True)
+    amount_nanos = models.BigIntegerField()  # credited per redemption, as promotional credit
+    max_redemptions = models.PositiveIntegerField(default=1)  # 1: single use
+    remaining = models.PositiveIntegerField(default=1)  # redemptions left; only ever decremented
+    per_org_limit = models.PositiveIntegerField(default=1)  # redemptions one organisation may make
+    expires_at = models.DateTimeField(null=True, blank=True)
+    is_active = models.BooleanField(default=True)
+    note = models.CharField(max_length=200, blank=True, help_text="Campaign or batch, shown to staff only.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount_nanos__gt=0), name="creditcode_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(max_redemptions__gte=1) & Q(per_org_limit__gte=1), name="creditcode_limits_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(remaining__gte=0) & Q(remaining__lte=models.F("max_redemptions")),
+                name="creditcode_remaining_in_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.note or 'code'})"
+
+    @property
+    def used(self) -> int:
+        return self.max_redemptions - self.remaining
+
+
+class CreditCodeRedemption(models.Model):
+    """One redemption: (code, org, n) is unique, so an organisation's n-th redemption of a code
+    credits exactly once; (code, number) is unique too, number being the code's 1..max_redemptions."""
+
+    code = models.ForeignKey(CreditCode, on_delete=models.PROTECT, related_name="redemptions")
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="credit_code_redemptions")
+    n = models.PositiveIntegerField()  # this organisation's n-th redemption of the code, 1..per_org_limit
+    number = models.PositiveIntegerField()  # the code's number-th redemption, 1..max_redemptions
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="+")  # fmt: skip
+    entry = models.OneToOneField(LedgerEntry, on_delete=models.PROTECT, related_name="credit_code_redemption")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["code", "org", "n"], name="creditcode_redemption_once_per_org_n"),
+            models.UniqueConstraint(fields=["code", "number"], name="creditcode_redemption_once_per_number"),
+            models.CheckConstraint(condition=Q(n__gte=1) & Q(number__gte=1), name="creditcode_redemption_ordinals"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.code} by {self.org} (#{self.number})"

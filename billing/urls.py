@@ -7,6 +7,7 @@ app_name = "billing"
 urlpatterns = [
     path("", views.overview, name="overview"),
     path("top-up/", views.topup, name="topup"),
+    path("redeem/", views.redeem, name="redeem"),
     path("settings/", views.settings_view, name="settings"),
     path("transactions/", views.transactions, name="transactions"),
     path("invoices/", views.invoices, name="invoices"),

@@ -8,7 +8,7 @@ from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.http import Http404, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
+from django.http import Http404, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -19,8 +19,17 @@ from accounts.permissions import Perm
 from billing import selectors, services
 from billing.models import Invoice, LedgerEntry
 from billing.money import MoneyError, nanos_to_usd, usd_to_nanos
+from billing.services import credits
 from billing.tasks import process_stripe_event
+from billing.templatetags.money import usd_cents
 from dashboard.gate import tenant_view
+
+# What customers read when card payments are off (STRIPE_OFF_MESSAGE is the operator's version).
+CARD_TOPUPS_OFF = (
+    "Top-ups by card are not available here. Redeem a credit code below, or contact the operator of this "
+    "service to add credit to your organisation."
+)
+CARD_SAVING_OFF = "Card payments are not available here, so no card can be saved for auto-recharge."
 
 
 @csrf_exempt
@@ -59,24 +68,30 @@ def overview(request):
         "spend_labels": [d.isoformat() for d, _ in spend],
         "spend_values": [str(nanos_to_usd(v)) for _, v in spend],
         "stripe_enabled": services.stripe_enabled(),
-        "stripe_off_message": services.STRIPE_OFF_MESSAGE,
+        "stripe_off_message": CARD_TOPUPS_OFF,
     })  # fmt: skip
+
+
+def _topup_context(request) -> dict:
+    return {
+        "stripe_enabled": services.stripe_enabled(),
+        "stripe_off_message": CARD_TOPUPS_OFF,
+        "min_usd": settings.RUAPI_TOPUP_MIN_USD,
+        "max_usd": settings.RUAPI_TOPUP_MAX_USD,
+        "amount": request.POST.get("amount", "25"),
+        "result": request.GET.get("result", ""),
+    }
 
 
 @tenant_view(Perm.BILLING_MANAGE)
 def topup(request):
     org = request.tenant.org
     context = {
-        "stripe_enabled": services.stripe_enabled(),
-        "stripe_off_message": services.STRIPE_OFF_MESSAGE,
-        "min_usd": settings.RUAPI_TOPUP_MIN_USD,
-        "max_usd": settings.RUAPI_TOPUP_MAX_USD,
-        "amount": request.POST.get("amount", "25"),
-        "result": request.GET.get("result", ""),
+        **_topup_context(request),
     }
     if request.method == "POST":
         if not services.stripe_enabled():
-            context["error"] = services.STRIPE_OFF_MESSAGE
+            context["error"] = CARD_TOPUPS_OFF
             return render(request, "billing/topup.html", context, status=503)
         try:
             amount_nanos = services.topup_amount_validate(request.POST.get("amount", ""))
@@ -88,11 +103,40 @@ def topup(request):
         except services.TopUpAmountError as exc:
             context["error"] = str(exc)
             return render(request, "billing/topup.html", context, status=400)
-        except services.StripeDisabledError as exc:
-            context["error"] = str(exc)
+        except services.StripeDisabledError:
+            context["error"] = CARD_TOPUPS_OFF
             return render(request, "billing/topup.html", context, status=503)
+        # A double click gets the same pending payment and Checkout session (services.topup_create).
         return redirect(payment.checkout_url)
     return render(request, "billing/topup.html", context)
+
+
+@require_POST
+@tenant_view(Perm.BILLING_MANAGE)
+def redeem(request):
+    """POST /billing/redeem/: a credit code -> the organisation's balance (303 to the balance page), or
+    the top-up page again with the reason (400 unknown/expired, 409 used up/already redeemed, 429)."""
+    code = (request.POST.get("code") or "").strip()[:100]
+    try:
+        if not code:
+            raise credits.CreditCodeUnknownError("Enter a code.")
+        redemption = credits.creditcode_redeem(org=request.tenant.org, user=request.user, code=code)
+    except credits.CreditCodeError as exc:
+        context = {**_topup_context(request), "redeem_error": str(exc), "redeem_code": code}
+        response = render(request, "billing/topup.html", context, status=exc.status)
+        if isinstance(exc, credits.CreditCodeThrottledError):
+            response["Retry-After"] = str(exc.retry_after)
+        return response
+    messages.success(request, f"Code redeemed: {usd_cents(redemption.entry.amount_nanos)} added to your balance.")
+    return _see_other(reverse("billing:overview"))
+
+
+class HttpResponseSeeOther(HttpResponseRedirect):
+    status_code = 303  # after a POST: the browser GETs the page (PRG)
+
+
+def _see_other(url: str) -> HttpResponse:
+    return HttpResponseSeeOther(url)
 
 
 def _usd_field(request, name: str) -> int:
@@ -112,7 +156,7 @@ def settings_view(request):
         action = request.POST.get("action")
         if action == "card":
             if not services.stripe_enabled():
-                messages.error(request, services.STRIPE_OFF_MESSAGE)
+                messages.error(request, CARD_SAVING_OFF)
                 return redirect("billing:settings")
             payment = services.card_setup_create(
                 org=org, user=request.user, success_url=_absolute(request, "billing:settings") + "?card=saved",
@@ -139,7 +183,7 @@ def settings_view(request):
             errors.append(str(exc))
     return render(request, "billing/settings.html", {
         "profile": profile, "errors": errors, "stripe_enabled": services.stripe_enabled(),
-        "stripe_off_message": services.STRIPE_OFF_MESSAGE, "card_saved": request.GET.get("card") == "saved",
+        "stripe_off_message": CARD_SAVING_OFF, "card_saved": request.GET.get("card") == "saved",
     }, status=400 if errors else 200)  # fmt: skip
 
 

@@ -65,6 +65,8 @@ def error_response(call: Call, error: GatewayError) -> HttpResponse:
     return response
 
 
-def usd_number(cost_nanos: int) -> float:
-    """`usage.cost` as a JSON number (informational; the exact figure is the x-ruapi-cost-usd header)."""
-    return float(nanos_to_usd(cost_nanos))
+def usd_number(cost_nanos: int) -> orjson.Fragment:
+    """`usage.cost` as a JSON number written as a plain decimal, exact: 0.0000075, never 7.5e-06 (a float
+    would be printed in exponent form below 1e-4). orjson writes a Fragment as is, in bodies and stream
+    chunks alike (proxy/sse.py); SDKs still read it as a number. Same figure as x-ruapi-cost-usd."""
+    return orjson.Fragment(f"{nanos_to_usd(cost_nanos).normalize():f}".encode())

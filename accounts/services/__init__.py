@@ -38,7 +38,7 @@ from accounts.services.members import (
     membership_remove,
     ownership_transfer,
 )
-from accounts.services.orgs import org_create, org_update
+from accounts.services.orgs import org_create, org_set_active, org_update
 
 __all__ = [
     "AccountsError", "AmbiguousApiKeyPrefixError", "ApiKeyNotFoundError", "ConflictError", "InvitationInvalidError",
@@ -46,6 +46,6 @@ __all__ = [
     "PermissionDeniedError", "ValidationError", "apikey_disable", "apikey_hash", "apikey_issue", "apikey_revoke",
     "apikey_update", "invitation_accept", "invitation_create", "invitation_revoke", "invitation_token_hash",
     "managementkey_issue", "managementkey_revoke", "managementkey_touch", "membership_add",
-    "membership_change_role", "membership_leave", "membership_remove", "org_create", "org_update",
+    "membership_change_role", "membership_leave", "membership_remove", "org_create", "org_set_active", "org_update",
     "ownership_transfer",
 ]  # fmt: skip

@@ -8,6 +8,7 @@ ledger (idempotent on the event id and on the session).
 """
 
 import logging
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -86,12 +87,47 @@ def _metadata(payment: Payment) -> dict:
     return {"org_id": str(payment.org_id), "payment_id": str(payment.pk), "purpose": payment.purpose}
 
 
+# A double click, a reload or a retried POST within this many seconds reuses the pending top-up of the
+# same amount (one Payment, one Checkout session) instead of opening a second one (issue 12).
+TOPUP_BURST_SECONDS = 30
+
+
+def _topup_pending_or_new(*, org: Organization, amount_nanos: int, user) -> Payment:
+    """The organisation's pending top-up of this amount from the last TOPUP_BURST_SECONDS, else a new one.
+
+    Serialised per organisation: the UPDATE of its billing profile row is a row lock on Postgres and
+    takes SQLite's write lock, so two requests of one click burst cannot both see "none" and insert.
+    """
+    profile_get(org_id=org.id)
+    since = timezone.now() - timedelta(seconds=TOPUP_BURST_SECONDS)
+    with transaction.atomic():
+        BillingProfile.objects.filter(pk=org.id).update(updated_at=timezone.now())
+        recent = Payment.objects.filter(
+            org=org, purpose=Payment.Purpose.TOPUP, status=Payment.Status.PENDING, amount_nanos=amount_nanos,
+            created_at__gte=since,
+        )  # fmt: skip
+        payment = recent.order_by("-created_at", "-id").first()
+        if payment is None:
+            payment = Payment.objects.create(
+                org=org, purpose=Payment.Purpose.TOPUP, amount_nanos=amount_nanos, created_by=user
+            )
+    return payment
+
+
 def topup_create(*, org: Organization, amount_nanos: int, success_url: str, cancel_url: str, user=None) -> Payment:
-    """A Checkout Session (payment mode) for a one-off top-up; the balance rises when Stripe says it is paid."""
+    """A Checkout Session (payment mode) for a one-off top-up; the balance rises when Stripe says it is paid.
+
+    Idempotent per click burst: a second call for the same organisation and amount within
+    TOPUP_BURST_SECONDS returns the same pending payment and Checkout session. Stripe is asked with
+    the payment's Idempotency-Key and the same parameters, so even two calls racing to create the
+    session get one session (Stripe answers the second with the first's result).
+    """
     client = stripe_client()
     topup_amount_validate(format_usd(amount_nanos))
     customer_id = customer_ensure(org=org)
-    payment = Payment.objects.create(org=org, purpose=Payment.Purpose.TOPUP, amount_nanos=amount_nanos, created_by=user)
+    payment = _topup_pending_or_new(org=org, amount_nanos=amount_nanos, user=user)
+    if payment.checkout_session_id and payment.checkout_url:
+        return payment
     metadata = _metadata(payment)
     session = client.v1.checkout.sessions.create(
         params={
@@ -273,6 +309,37 @@ def org_freeze_for_dispute(*, org_id: int, reason: str) -> None:
     stamp = timezone.now().strftime("%Y-%m-%d %H:%M UTC")
     BillingProfile.objects.filter(pk=org_id).update(review_reason=f"{profile.review_reason}\n{stamp}: {reason}".strip())
     transaction.on_commit(lambda: keycache.publish_change(None))
+
+
+def payment_flag_for_review(*, payment_id: int, reason: str) -> None:
+    """Mark a payment for an admin (Payment.needs_review, filterable in the admin) and email the admins.
+
+    Used when a correctly signed Stripe object disagrees with what we stored: the ledger still books
+    only the stored amount, but someone must look (a misconfigured account, a tampered session).
+    """
+    from django.core.mail import mail_admins
+
+    stamp = timezone.now().strftime("%Y-%m-%d %H:%M UTC")
+    with transaction.atomic():
+        payment = Payment.objects.select_for_update().get(pk=payment_id)
+        if reason in payment.review_reason:  # a redelivered event says nothing new
+            return
+        Payment.objects.filter(pk=payment_id).update(
+            needs_review=True, review_reason=f"{payment.review_reason}\n{stamp}: {reason}".strip()[-5000:]
+        )
+    logger.warning("payment %s flagged for review: %s", payment_id, reason)
+    transaction.on_commit(lambda: mail_admins(f"Payment {payment_id} needs review", reason, fail_silently=True))
+
+
+def payment_mark_reviewed(*, payment_id: int, actor: str) -> None:
+    """An admin looked at a flagged payment: clear the flag, keep the reasons (with who cleared it)."""
+    stamp = timezone.now().strftime("%Y-%m-%d %H:%M UTC")
+    with transaction.atomic():
+        payment = Payment.objects.select_for_update().get(pk=payment_id)
+        if payment.needs_review:
+            Payment.objects.filter(pk=payment_id).update(
+                needs_review=False, review_reason=f"{payment.review_reason}\n{stamp}: reviewed by {actor}"[-5000:]
+            )
 
 
 def cents_field(obj: dict, name: str) -> int:

@@ -17,8 +17,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from billing.models import LedgerEntry, Payment, StripeEvent
-from billing.money import format_usd
+from billing.models import BillingProfile, LedgerEntry, Payment, StripeEvent
+from billing.money import format_usd, nanos_to_cents
 from billing.services.ledger import BillingError, ledger_append
 from billing.services.payments import (
     card_save,
@@ -27,6 +27,7 @@ from billing.services.payments import (
     payment_converge,
     payment_find,
     payment_find_by_intent,
+    payment_flag_for_review,
     payment_link_intent,
     payment_mark_failed,
     payment_mark_paid,
@@ -122,6 +123,42 @@ def stripe_events_retry(*, max_attempts: int = 10) -> int:
 # --- handlers: one Stripe object in, state moved forward ---------------------------------------
 
 
+def _expected_currency(payment: Payment) -> str:
+    # Postpaid invoices are issued in USD (services.invoices); Checkout and recharges in STRIPE_CURRENCY.
+    return "usd" if payment.purpose == Payment.Purpose.POSTPAID_INVOICE else settings.STRIPE_CURRENCY.lower()
+
+
+def _flag_if_mismatched(payment: Payment, obj: dict, *, amount_field: str | None) -> None:
+    """A signed Stripe object that disagrees with the stored payment (amount, currency, organisation)
+    is flagged for an admin. The handler goes on and books only the stored amount, as always."""
+    problems = []
+    if amount_field and payment.purpose != Payment.Purpose.SETUP and obj.get(amount_field) is not None:
+        expected = nanos_to_cents(payment.amount_nanos)
+        if int(obj[amount_field]) != expected:
+            problems.append(f"{amount_field} {obj[amount_field]} != stored {expected} (cents)")
+    currency = obj.get("currency")
+    if currency and payment.purpose != Payment.Purpose.SETUP and str(currency).lower() != _expected_currency(payment):
+        problems.append(f"currency {currency!r} != {_expected_currency(payment)!r}")
+    org_id = str(payment.org_id)
+    metadata_org = (obj.get("metadata") or {}).get("org_id")
+    if metadata_org and str(metadata_org) != org_id:
+        problems.append(f"metadata org_id {metadata_org} != payment's organisation {org_id}")
+    reference = obj.get("client_reference_id")
+    if reference and str(reference) != org_id:
+        problems.append(f"client_reference_id {reference} != payment's organisation {org_id}")
+    customer = obj.get("customer")
+    if isinstance(customer, dict):
+        customer = customer.get("id")
+    if customer:
+        ours = BillingProfile.objects.filter(pk=payment.org_id).values_list("stripe_customer_id", flat=True).first()
+        if ours and customer != ours:
+            problems.append(f"customer {customer} != the organisation's {ours}")
+    if problems:
+        what = f"Stripe {obj.get('object', 'object')} {obj.get('id', '?')}"
+        reason = f"{what} disagrees with payment {payment.pk}: {'; '.join(problems)}. Booked the stored amount."
+        payment_flag_for_review(payment_id=payment.pk, reason=reason)
+
+
 def _session_payment(session: dict) -> Payment:
     payment = payment_find(session)
     if payment is None:
@@ -135,6 +172,7 @@ def _session_payment(session: dict) -> Payment:
 
 def checkout_session_completed(session: dict) -> None:
     payment = _session_payment(session)
+    _flag_if_mismatched(payment, session, amount_field="amount_total")
     if session.get("mode") == "setup":
         if session.get("setup_intent"):
             card_save(org_id=payment.org_id, setup_intent_id=session["setup_intent"])
@@ -150,6 +188,7 @@ def checkout_session_completed(session: dict) -> None:
 
 def checkout_session_async_payment_succeeded(session: dict) -> None:
     payment = _session_payment(session)
+    _flag_if_mismatched(payment, session, amount_field="amount_total")
     payment_mark_paid(payment_id=payment.pk, payment_intent_id=session.get("payment_intent"))
 
 
@@ -167,6 +206,7 @@ def payment_intent_succeeded(intent: dict) -> None:
     payment = payment_find(intent, intent_id=intent.get("id"))
     if payment is None:
         raise EventIgnoredError(f"payment intent {intent.get('id')} was not created by RuAPI")
+    _flag_if_mismatched(payment, intent, amount_field="amount")
     payment_mark_paid(payment_id=payment.pk, payment_intent_id=intent["id"])
 
 
@@ -184,6 +224,7 @@ def charge_refunded(charge: dict) -> None:
     payment = payment_find_by_intent(charge.get("payment_intent"))
     if payment is None:
         raise EventIgnoredError(f"charge {charge.get('id')} is not a RuAPI payment")
+    _flag_if_mismatched(payment, charge, amount_field="amount")
     if charge.get("paid") or charge.get("status") == "succeeded":
         # A refunded charge was paid, even if the session's own event has not arrived yet.
         payment_mark_paid(payment_id=payment.pk)
@@ -241,6 +282,7 @@ def invoice_paid(invoice: dict) -> None:
     payment = payment_find(invoice)
     if payment is None:
         raise EventIgnoredError(f"invoice {invoice.get('id')} was not created by RuAPI")
+    _flag_if_mismatched(payment, invoice, amount_field="amount_paid")
     payment_mark_paid(payment_id=payment.pk)
 
 

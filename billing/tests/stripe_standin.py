@@ -1,7 +1,9 @@
 """A real local HTTP server speaking the subset of Stripe's REST API that RuAPI calls, for tests.
 
 The official `stripe` library is pointed at it (STRIPE_API_BASE): form-encoded requests with
-Stripe's bracket notation, Bearer auth, Idempotency-Key replay, Stripe-shaped errors. Covered:
+Stripe's bracket notation, Bearer auth, Idempotency-Key as Stripe honours it (the same key with the same
+parameters replays the first response, with `Idempotent-Replayed: true`; with other parameters it is a
+400 `idempotency_error`), Stripe-shaped errors. Covered:
 
     POST /v1/customers                       GET /v1/customers/{id}
     POST /v1/checkout/sessions (payment|setup) GET /v1/checkout/sessions/{id}
@@ -82,7 +84,8 @@ class StripeStandIn:
         self.lock = threading.Lock()
         self.objects: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, str, dict[str, Any], dict[str, str]]] = []
-        self.idempotent: dict[str, tuple[int, dict[str, Any]]] = {}
+        # Idempotency-Key -> (method and path, params, status, response), as Stripe keeps them (24 h there).
+        self.idempotent: dict[str, tuple[str, dict[str, Any], int, dict[str, Any]]] = {}
         self.decline_cards = False  # off-session payment intents fail with card_declined
         # The hosted Checkout page's "Pay" delivers checkout.session.completed here, signed with this.
         self.webhook_url: str | None = None
@@ -120,6 +123,11 @@ class StripeStandIn:
 
     def calls(self, method: str, path_prefix: str) -> list[dict[str, Any]]:
         return [params for m, p, params, _ in self.requests if m == method and p.startswith(path_prefix)]
+
+    def objects_of(self, kind: str) -> list[dict[str, Any]]:
+        """Every object of this kind Stripe holds, e.g. "checkout.session" (what was really created)."""
+        with self.lock:
+            return [dict(obj) for obj in self.objects.values() if obj.get("object") == kind]
 
     def _store(self, obj: dict[str, Any]) -> dict[str, Any]:
         self.objects[obj["id"]] = obj
@@ -367,6 +375,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(content)
             return
         params = parse_form(body if method == "POST" else url.query)
+        replayed = False
         if self.headers.get("Authorization") != f"Bearer {standin.api_key}":
             status, payload = 401, {"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}}
         else:
@@ -374,17 +383,30 @@ class _Handler(BaseHTTPRequestHandler):
             with standin.lock:
                 standin.requests.append((method, url.path, params, dict(self.headers)))
                 if key and key in standin.idempotent:
-                    status, payload = standin.idempotent[key]
+                    # Stripe: the same key with the same request replays the first response (same object,
+                    # errors included); with other parameters it is refused, and nothing is created.
+                    first_request, first_params, status, payload = standin.idempotent[key]
+                    if (first_request, first_params) == (f"{method} {url.path}", params):
+                        replayed = True
+                    else:
+                        status, payload = 400, {"error": {
+                            "type": "idempotency_error",
+                            "message": "Keys for idempotent requests can only be used with the same parameters "
+                                       "they were first used with. Try using a key other than "
+                                       f"'{key}' if you meant to execute a different request.",
+                        }}  # fmt: skip
                 else:
                     status, payload = standin.handle(method, url.path, params)
                     payload = standin.public(payload) if "error" not in payload else payload
                     if key:
-                        standin.idempotent[key] = (status, payload)
+                        standin.idempotent[key] = (f"{method} {url.path}", params, status, payload)
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Request-Id", f"req_{time.monotonic_ns()}")
+        if replayed:
+            self.send_header("Idempotent-Replayed", "true")
         self.end_headers()
         self.wfile.write(data)
 

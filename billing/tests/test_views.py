@@ -71,9 +71,12 @@ def test_top_up_redirects_to_checkout(acme_client, stripe_standin):
 def test_top_up_with_stripe_off_says_so(acme_client, settings):
     settings.STRIPE_SECRET_KEY = ""
     client, _, _ = acme_client
-    assert b"STRIPE_SECRET_KEY is not set" in client.get("/billing/top-up/").content
+    # customers are told what they can do (issue 16), never about the operator's settings
+    page = client.get("/billing/top-up/").content
+    assert b"Top-ups by card are not available here" in page and b"STRIPE_SECRET_KEY" not in page
     response = client.post("/billing/top-up/", {"amount": "15"})
-    assert response.status_code == 503 and b"STRIPE_SECRET_KEY is not set" in response.content
+    assert response.status_code == 503 and b"Top-ups by card are not available here" in response.content
+    assert b"STRIPE_SECRET_KEY" not in response.content
 
 
 def test_auto_recharge_settings_saved(acme_client):

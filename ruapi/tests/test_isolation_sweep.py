@@ -141,6 +141,7 @@ HTTP_SPECS: dict[str, Spec] = {
     # -- billing pages ---------------------------------------------------------------------------
     "billing:overview": Spec("tenant", shows_own=True),
     "billing:topup": Spec("tenant", allowed_5xx=frozenset({503}), note="503: payments are off without Stripe"),
+    "billing:redeem": Spec("tenant", note="POST only (405 otherwise); a code credits only the session's organisation"),
     "billing:settings": Spec("tenant", shows_own=True),
     "billing:transactions": Spec("tenant", shows_own=True),
     "billing:invoices": Spec("tenant", shows_own=True),
