@@ -141,3 +141,18 @@ def test_favicon_is_served(client):
     body = _text(client.get(reverse("pricing:list")))
     assert '<link rel="icon" href="/static/favicon.svg"' in body
     assert client.get("/favicon.ico").status_code in (301, 302)
+
+
+def test_admin_model_page_shows_the_saved_prices(client, catalog, django_user_model):
+    from catalog.models import Model
+
+    admin = django_user_model.objects.create_superuser("root", "root@example.test", "pw")
+    client.force_login(admin)
+    model = Model.objects.get(name="chat-m")
+    body = _text(client.get(reverse("admin:catalog_model_change", args=[model.pk])))
+    section = re.sub(r"\s+", " ", body[body.lower().index("prices (usd"):])
+    rows = section[:section.index("</tbody>")]
+    assert "None" not in rows
+    cells = re.findall(r'<td class="field-(input_usd|output_usd|cost_input_usd)"> <p>([^<]*)</p>', rows)
+    assert cells == [("input_usd", "3"), ("output_usd", "15"), ("cost_input_usd", "1")]
+    assert 'href="/static/css/admin.css"' in body
