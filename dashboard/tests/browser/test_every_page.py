@@ -41,6 +41,7 @@ STAFF = ("staff",)
 class Page:
     path: Callable[["World"], str]
     roles: tuple[str, ...]
+    ready: str = ""  # a selector that shows once the page has finished drawing (script-rendered pages)
 
 
 def _url(name: str, **kwargs) -> Callable[["World"], str]:
@@ -93,8 +94,8 @@ PAGES = {
     "root": Page(_url("root"), EVERYONE),
     "pricing:list": Page(_url("pricing:list"), EVERYONE),
     "pricing:model": Page(lambda w: reverse("pricing:model", kwargs={"name": "gpt-test"}), EVERYONE),
-    "swagger-ui": Page(_url("swagger-ui"), EVERYONE),
-    "v1:openapi-view": Page(_url("v1:openapi-view"), EVERYONE),
+    "swagger-ui": Page(_url("swagger-ui"), EVERYONE, ready=".swagger-ui .opblock"),
+    "v1:openapi-view": Page(_url("v1:openapi-view"), EVERYONE, ready=".swagger-ui .opblock"),
     "account_login": Page(_url("account_login"), ("visitor",)),
     "account_signup": Page(_url("account_signup"), ("visitor",)),
     "account_reset_password": Page(_url("account_reset_password"), ("visitor",)),
@@ -233,24 +234,31 @@ def build_world(mock_upstream) -> World:
 
 
 # -- the checks ------------------------------------------------------------------------------------
-LAYOUT_PROBE = """() => {
+LAYOUT_PROBE = r"""() => {
   const out = {overflow: null, overlaps: []};
   const doc = document.documentElement;
   if (doc.scrollWidth > window.innerWidth) {
+    // the culprits: elements past the right edge that no scrolling/clipping ancestor contains
+    const clipped = e => { for (let p = e.parentElement; p && p !== document.body; p = p.parentElement) {
+      if (getComputedStyle(p).overflowX !== 'visible') return true; } return false; };
+    const label = e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') +
+      (e.className && typeof e.className === 'string' && e.className.trim() ? '.' + e.className.trim().split(/\s+/).join('.') : '');
     const wide = [...document.querySelectorAll('body *')].filter(e => {
-      const r = e.getBoundingClientRect(); return r.width > 0 && r.right > window.innerWidth + 1;
-    }).slice(0, 3).map(e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') +
-      (e.className && typeof e.className === 'string' ? '.' + e.className.trim().split(/\\s+/).join('.') : ''));
-    out.overflow = `scrollWidth ${doc.scrollWidth} > ${window.innerWidth}: ${wide.join(', ')}`;
+      const r = e.getBoundingClientRect(); return r.width > 0 && r.right > window.innerWidth + 1 && !clipped(e);
+    });
+    const leaves = wide.filter(e => !wide.some(o => o !== e && e.contains(o))).slice(0, 4);
+    out.overflow = `scrollWidth ${doc.scrollWidth} > ${window.innerWidth}: ` +
+      leaves.map(e => `${label(e.parentElement)} > ${label(e)} "${(e.textContent || '').trim().slice(0, 30)}"`).join(', ');
   }
   const visible = e => {
     const s = getComputedStyle(e), r = e.getBoundingClientRect();
     return s.visibility !== 'hidden' && s.display !== 'none' && r.width > 2 && r.height > 2 &&
       !e.closest('[hidden], dialog:not([open]), details:not([open]) > :not(summary)');
   };
-  const els = [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button, label')].filter(visible);
+  // form controls, their labels and links (a form drawn over the page's tab bar covers its links)
+  const els = [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button, label, a[href]')].filter(visible);
   const name = e => e.tagName.toLowerCase() + (e.name ? `[name=${e.name}]` : '') + (e.id ? '#' + e.id : '') +
-    (e.tagName === 'LABEL' || e.tagName === 'BUTTON' ? ` "${e.textContent.trim().slice(0, 30)}"` : '');
+    (['LABEL', 'BUTTON', 'A'].includes(e.tagName) ? ` "${e.textContent.trim().slice(0, 30)}"` : '');
   for (let i = 0; i < els.length; i++) {
     for (let j = i + 1; j < els.length; j++) {
       const a = els[i], b = els[j];
@@ -325,8 +333,12 @@ def test_every_page(role, width, browser, gateway):
             path = spec.path(world)
             if path is None:
                 continue
+            page.goto("about:blank")  # the last page's requests end here, not in the next page's log
             log.clear()
             page.goto(path, wait_until="networkidle")
+            if spec.ready:
+                page.wait_for_selector(spec.ready)
+                page.wait_for_load_state("networkidle")
             visited += 1
             found = list(log)
             probe = page.evaluate(LAYOUT_PROBE)
