@@ -59,6 +59,7 @@ NOT_PAGES = {
     "schema": "the OpenAPI document (YAML), read by the docs page",
     "billing:stripe_webhook": "Stripe's webhook (POST)",
     "billing:invoice_download": "a PDF/HTML file download",
+    "billing:redeem": "POST only (the top-up page's redemption form)",
     "usage:export": "CSV download",
     "account_logout": "POST only (the sign-out button)",
     "account_confirm_login_code": "login by code is off (ACCOUNT_LOGIN_BY_CODE_ENABLED)",
@@ -237,36 +238,59 @@ def build_world(mock_upstream) -> World:
 LAYOUT_PROBE = r"""() => {
   const out = {overflow: null, overlaps: []};
   const doc = document.documentElement;
+  const positioned = s => ['absolute', 'fixed'].includes(s.position);
+  // The ancestors that clip an element: those with overflow other than visible on its containing-block
+  // chain (an absolutely positioned element escapes a scroller that is not positioned).
+  const clippers = e => {
+    const out = [];
+    let abs = positioned(getComputedStyle(e));
+    for (let p = e.parentElement; p && p !== document.body && p !== doc; p = p.parentElement) {
+      const s = getComputedStyle(p);
+      if (!abs || s.position !== 'static') {
+        if (s.overflowX !== 'visible' || s.overflowY !== 'visible') out.push(p);
+        abs = positioned(s);
+      }
+    }
+    return out;
+  };
+  const cut = (r, c) => ({left: Math.max(r.left, c.left), right: Math.min(r.right, c.right),
+                          top: Math.max(r.top, c.top), bottom: Math.min(r.bottom, c.bottom)});
+  const shown = rects => rects.filter(r => r.right - r.left > 2 && r.bottom - r.top > 2);
+  // What of an element can be seen: its line boxes (an inline link wrapping over two lines is two boxes),
+  // each cut to its clipping ancestors.
+  const visibleRects = e => {
+    const clips = clippers(e).map(p => p.getBoundingClientRect());
+    return shown([...e.getClientRects()].map(r => clips.reduce(cut, {left: r.left, right: r.right, top: r.top, bottom: r.bottom})));
+  };
+  const label = e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') +
+    (e.className && typeof e.className === 'string' && e.className.trim() ? '.' + e.className.trim().split(/\s+/).join('.') : '');
   if (doc.scrollWidth > window.innerWidth) {
-    // the culprits: elements past the right edge that no scrolling/clipping ancestor contains
-    const clipped = e => { for (let p = e.parentElement; p && p !== document.body; p = p.parentElement) {
-      if (getComputedStyle(p).overflowX !== 'visible') return true; } return false; };
-    const label = e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') +
-      (e.className && typeof e.className === 'string' && e.className.trim() ? '.' + e.className.trim().split(/\s+/).join('.') : '');
+    // the culprits: elements past the right edge that no clipping ancestor contains
     const wide = [...document.querySelectorAll('body *')].filter(e => {
-      const r = e.getBoundingClientRect(); return r.width > 0 && r.right > window.innerWidth + 1 && !clipped(e);
+      const r = e.getBoundingClientRect();
+      return r.right > window.innerWidth + 1 && clippers(e).length === 0;
     });
     const leaves = wide.filter(e => !wide.some(o => o !== e && e.contains(o))).slice(0, 4);
     out.overflow = `scrollWidth ${doc.scrollWidth} > ${window.innerWidth}: ` +
       leaves.map(e => `${label(e.parentElement)} > ${label(e)} "${(e.textContent || '').trim().slice(0, 30)}"`).join(', ');
   }
   const visible = e => {
-    const s = getComputedStyle(e), r = e.getBoundingClientRect();
-    return s.visibility !== 'hidden' && s.display !== 'none' && r.width > 2 && r.height > 2 &&
+    const s = getComputedStyle(e);
+    return s.visibility !== 'hidden' && s.display !== 'none' &&
       !e.closest('[hidden], dialog:not([open]), details:not([open]) > :not(summary)');
   };
   // form controls, their labels and links (a form drawn over the page's tab bar covers its links)
-  const els = [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button, label, a[href]')].filter(visible);
+  const els = [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button, label, a[href]')]
+    .filter(visible).map(e => ({e, rects: visibleRects(e)})).filter(x => x.rects.length);
   const name = e => e.tagName.toLowerCase() + (e.name ? `[name=${e.name}]` : '') + (e.id ? '#' + e.id : '') +
     (['LABEL', 'BUTTON', 'A'].includes(e.tagName) ? ` "${e.textContent.trim().slice(0, 30)}"` : '');
+  const meet = (ra, rb) => Math.min(ra.right, rb.right) - Math.max(ra.left, rb.left) > 2 &&
+                           Math.min(ra.bottom, rb.bottom) - Math.max(ra.top, rb.top) > 2;
   for (let i = 0; i < els.length; i++) {
     for (let j = i + 1; j < els.length; j++) {
       const a = els[i], b = els[j];
-      if (a.contains(b) || b.contains(a)) continue;  // a label wrapping its input
-      const ra = a.getBoundingClientRect(), rb = b.getBoundingClientRect();
-      const w = Math.min(ra.right, rb.right) - Math.max(ra.left, rb.left);
-      const h = Math.min(ra.bottom, rb.bottom) - Math.max(ra.top, rb.top);
-      if (w > 2 && h > 2) out.overlaps.push(`${name(a)} overlaps ${name(b)}`);
+      if (a.e.contains(b.e) || b.e.contains(a.e)) continue;  // a label wrapping its input
+      if (a.rects.some(ra => b.rects.some(rb => meet(ra, rb)))) out.overlaps.push(`${name(a.e)} overlaps ${name(b.e)}`);
     }
   }
   return out;
