@@ -293,6 +293,19 @@ LAYOUT_PROBE = r"""() => {
       if (a.rects.some(ra => b.rects.some(rb => meet(ra, rb)))) out.overlaps.push(`${name(a.e)} overlaps ${name(b.e)}`);
     }
   }
+  // ... and no control or link drawn under something else (an inline card's padding over a tab bar)
+  const x0 = window.scrollX, y0 = window.scrollY;
+  for (const {e, rects} of els) {
+    let r = rects[0];
+    if (r.top < 0 || r.bottom > window.innerHeight) { e.scrollIntoView({block: 'center'}); r = visibleRects(e)[0]; }
+    if (!r) continue;
+    const top = document.elementFromPoint((r.left + r.right) / 2, (r.top + r.bottom) / 2);
+    if (top && !e.contains(top) && !top.contains(e) && !(top.tagName === 'LABEL' && top.control === e) &&
+        !(e.tagName === 'LABEL' && e.control === top)) {
+      out.overlaps.push(`${name(e)} is covered by ${label(top)}`);
+    }
+  }
+  window.scrollTo(x0, y0);
   return out;
 }"""
 
