@@ -390,3 +390,28 @@ def test_every_page(role, width, browser, gateway):
         context.close()
     assert visited > 5
     assert problems == {}, "\n" + "\n".join(f"{p}:\n  " + "\n  ".join(v) for p, v in problems.items())
+
+
+BROKEN = """<!DOCTYPE html><html><head><style>
+  body { margin: 0; font: 16px/1.5 sans-serif; } .filters { display: flex; gap: .6rem; }
+  .card { background: #fff; border: 1px solid #ccc; padding: 1.1rem 1.2rem; } .inline { display: inline; }
+  .wide { width: 600px; } .on-top { position: relative; top: -1.4rem; }
+</style></head><body>
+<nav class="filters"><a href="#a">Balance</a><a href="#b">Transactions</a></nav>
+<form class="card inline"><label>Kind <select><option>All</option></select></label><button>Filter</button></form>
+<p><button class="wide">wider than a phone</button></p>
+<p><label>Name <input></label><button class="on-top">Save</button></p>
+</body></html>"""
+
+
+def test_layout_probe_sees_what_broke_the_pages(browser):
+    """The checks fail on the markup that broke /billing/transactions/ (an inline card over the tab bar),
+    on a control wider than the viewport and on a button drawn over another control."""
+    context = browser.new_context(viewport={"width": 390, "height": 900})
+    page = context.new_page()
+    page.set_content(BROKEN)
+    probe = page.evaluate(LAYOUT_PROBE)
+    context.close()
+    assert probe["overflow"].startswith("scrollWidth 600 > 390: p > button.wide")
+    assert 'a "Balance" is covered by form.card.inline' in probe["overlaps"]
+    assert any("overlaps" in o and 'button "Save"' in o for o in probe["overlaps"]), probe["overlaps"]
