@@ -295,9 +295,10 @@ LAYOUT_PROBE = r"""() => {
   }
   // ... and no control or link drawn under something else (an inline card's padding over a tab bar)
   const x0 = window.scrollX, y0 = window.scrollY;
-  for (const {e, rects} of els) {
-    let r = rects[0];
-    if (r.top < 0 || r.bottom > window.innerHeight) { e.scrollIntoView({block: 'center'}); r = visibleRects(e)[0]; }
+  const outside = r => r.top < 0 || r.left < 0 || r.bottom > window.innerHeight || r.right > window.innerWidth;
+  for (const {e} of els) {
+    let r = visibleRects(e)[0];  // measured now: an earlier scrollIntoView may have moved it
+    if (r && outside(r)) { e.scrollIntoView({block: 'center', inline: 'nearest'}); r = visibleRects(e)[0]; }
     if (!r) continue;
     const top = document.elementFromPoint((r.left + r.right) / 2, (r.top + r.bottom) / 2);
     if (top && !e.contains(top) && !top.contains(e) && !(top.tagName === 'LABEL' && top.control === e) &&
