@@ -59,14 +59,23 @@ def spend_by_day(*, org: Organization, days: int = 30) -> list[tuple[date, int]]
 
 
 def unscoped_revenue_by_model(*, since) -> list[dict]:
-    """Staff only: revenue (what tenants were debited) per model since `since`."""
-    return list(
-        UsageEvent.objects.filter(created_at__gte=since)
-        .values("model")
+    """Staff only: revenue (what tenants were debited) per model since `since`, with the provider
+    cost at each event's price row's cost_* prices (as the usage rollups compute it) and the margin."""
+    from usage.services import _provider_cost_nanos  # the one definition of an event's provider cost
+
+    events = UsageEvent.objects.filter(created_at__gte=since)
+    # A separate query: the sums below are named like the event fields the cost reads (F("input_tokens")).
+    costs = dict(events.values("model").annotate(cost=_provider_cost_nanos()).values_list("model", "cost"))
+    rows = list(
+        events.values("model")
         .annotate(requests=Count("id"), revenue_nanos=Sum("cost_nanos"),
                   input_tokens=Sum("input_tokens"), output_tokens=Sum("output_tokens"))
-        .order_by("-revenue_nanos")
+        .order_by("-revenue_nanos", "model")
     )  # fmt: skip
+    for row in rows:
+        row["provider_cost_nanos"] = costs.get(row["model"]) or 0
+        row["margin_nanos"] = row["revenue_nanos"] - row["provider_cost_nanos"]
+    return rows
 
 
 def unscoped_revenue_by_org(*, since) -> list[dict]:

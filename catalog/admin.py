@@ -257,6 +257,16 @@ class PriceForm(forms.ModelForm):
         return values
 
 
+def _usd_display(field_name: str, label: str):
+    """A read-only column of a saved price row: the price in USD, e.g. "2.5"."""
+
+    def display(self, price: Price) -> str:
+        return f"{nanos_to_usd(getattr(price, field_name)).normalize():f}"
+
+    display.short_description = label
+    return display
+
+
 class PriceInline(admin.TabularInline):
     model = Price
     form = PriceForm
@@ -268,6 +278,10 @@ class PriceInline(admin.TabularInline):
 
     def has_change_permission(self, request, obj=None):
         return False  # rows are history: usage points at the row it was billed with
+
+    # The saved rows are shown read-only, by these names (the form's USD fields exist only on new rows).
+    locals().update({name: _usd_display(field_name, name.removesuffix("_usd").replace("_", " "))
+                     for name, field_name in USD_PRICE_FIELDS.items()})  # fmt: skip
 
     def has_delete_permission(self, request, obj=None):
         return False

@@ -1,5 +1,7 @@
 """Template context for every page: the current organisation, the user's others, and permissions."""
 
+from django.conf import settings
+
 from accounts.permissions import Perm
 from accounts.selectors import org_list_for_user
 from dashboard.gate import current_tenant
@@ -15,3 +17,10 @@ def dashboard(request) -> dict:
         "user_orgs": list(org_list_for_user(user=user)) if tenant else [],
         "can": {p.name: tenant.can(p) for p in Perm} if tenant else {},
     }
+
+
+def site(request) -> dict:
+    """The product's name and public address, for pages and e-mails (allauth renders its e-mail bodies
+    with the request, so its templates get these too)."""
+    base = settings.RUAPI_PUBLIC_BASE_URL or (request.build_absolute_uri("/") if request is not None else "")
+    return {"site_name": settings.RUAPI_SITE_NAME, "site_url": base.rstrip("/")}

@@ -29,8 +29,16 @@ def public_base_url(request) -> str:
 
 
 def root(request):
-    """`/`: the dashboard for a signed-in user, the sign-in page otherwise."""
-    return redirect("dashboard:overview" if request.user.is_authenticated else "account_login")
+    """`/`: the dashboard for a signed-in user, the product's landing page otherwise."""
+    if request.user.is_authenticated:
+        return redirect("dashboard:overview")
+    from catalog.selectors import public_models
+
+    models = public_models()
+    example = next((m.name for m in models if m.mode == "chat"), "MODEL")
+    return render(request, "landing.html", {
+        "base_url": public_base_url(request), "model_count": len(models), "example_model": example,
+    })  # fmt: skip
 
 
 def _visible_specs(org) -> list:
@@ -84,7 +92,7 @@ def overview(request):
     org = tenant.org
     days = usage_daily(org_id=org.id, days=30)
     context = {
-        "spend_month": format_usd(spend_month_nanos(org_id=org.id)),
+        "spend_month_nanos": spend_month_nanos(org_id=org.id),
         "requests_month": sum(d.requests for d in days if d.day.month == days[-1].day.month),
         "requests_total_30d": sum(d.requests for d in days),
         "chart": {
@@ -96,8 +104,8 @@ def overview(request):
     }
     if tenant.can(Perm.BILLING_VIEW):
         balance = balance_get(org_id=org.id)
-        context["balance"] = format_usd(balance.balance_nanos)
-        context["available"] = format_usd(balance.available_nanos)
+        context["balance"] = balance.balance_nanos
+        context["available"] = balance.available_nanos
     return render(request, "dashboard/overview.html", context)
 
 
@@ -174,8 +182,8 @@ def management_key_revoke(request, management_key_id: int):
 def _key_rows(org, keys) -> list[dict]:
     keys = list(keys)
     usage = apikey_usage(org_id=org.id, api_key_ids=[k.id for k in keys])
-    return [{"key": k, "usage": usage[k.id], "spend_month": format_usd(usage[k.id].spend_month_nanos),
-             "cap": format_usd(k.monthly_spend_cap_nanos) if k.monthly_spend_cap_nanos is not None else None}
+    return [{"key": k, "usage": usage[k.id], "spend_month_nanos": usage[k.id].spend_month_nanos,
+             "cap_nanos": k.monthly_spend_cap_nanos}
             for k in keys]  # fmt: skip
 
 

@@ -39,6 +39,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI / Redoc served locally, not from a CDN (issue 16)
+    "ninja",  # /v1/docs: django-ninja serves its bundled Swagger UI only when installed as an app (else a CDN)
     "channels",
     "allauth",
     "allauth.account",
@@ -84,6 +86,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "dashboard.context.dashboard",
+                "dashboard.context.site",
             ],
         },
     },
@@ -162,7 +165,9 @@ ACCOUNT_CONFIRM_EMAIL_ON_GET = False
 ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
 ACCOUNT_UNIQUE_EMAIL = True
 ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
-ACCOUNT_EMAIL_SUBJECT_PREFIX = "[RuAPI] "
+# The product's name in e-mails and page titles (issue 16: never the request's host).
+RUAPI_SITE_NAME = env_str("RUAPI_SITE_NAME", "RuAPI")
+ACCOUNT_EMAIL_SUBJECT_PREFIX = f"[{RUAPI_SITE_NAME}] "
 ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https" if PRODUCTION else "http"
 # Brute force: failed logins per IP and per account (allauth counts them in the cache, i.e. in
 # Redis when REDIS_URL is set, so the limit holds across web processes).
@@ -241,6 +246,10 @@ SPECTACULAR_SETTINGS = {
         "RoleEnum": "accounts.models.Membership.Role",
         "AssignableRoleEnum": "accounts.api.serializers.ASSIGNABLE",
     },
+    # The docs page works offline: its assets come from drf-spectacular-sidecar's static files.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Gateway ------------------------------------------------------------------------------

@@ -112,7 +112,7 @@ def test_pricing_pages_show_only_public_enabled_models(client, settings):
     assert page.status_code == 200
     html = page.content.decode()
     assert "Public One" in html and ">hidden</code>" not in html and ">off</code>" not in html
-    assert "$1.5" in html and "$6" in html and "128000" in html and "vision" in html
+    assert "$1.5" in html and "$6" in html and "128,000" in html and "vision" in html
     detail = client.get("/pricing/pub/").content.decode()
     assert 'base_url="https://api.ruapi.test/v1"' in detail
     assert 'base_url="https://api.ruapi.test"' in detail and "@anthropic-ai/sdk" in detail and "curl" in detail

@@ -24,8 +24,8 @@ def test_signup_to_revoked_key(gateway, page):
 
     # sign up
     page.goto(base + "/")
-    assert "/accounts/login/" in page.url
-    page.goto(base + "/accounts/signup/")
+    page.get_by_role("link", name="Create an account").click()
+    page.wait_for_url(re.compile(r".*/accounts/signup/$"))
     page.fill("input[name=email]", "alice@example.test")
     page.fill("input[name=password1]", "Correct-Horse-42")
     page.fill("input[name=password2]", "Correct-Horse-42")

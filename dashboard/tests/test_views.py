@@ -9,8 +9,16 @@ from accounts.tests.factories import MembershipFactory, UserFactory
 pytestmark = [pytest.mark.django_db, pytest.mark.embedded]
 
 
-def test_root_sends_anonymous_users_to_sign_in_and_members_to_the_dashboard(client):
-    assert client.get("/")["Location"].startswith(reverse("account_login"))
+def test_root_is_the_landing_page_for_visitors_and_the_dashboard_for_members(client, settings):
+    settings.RUAPI_PUBLIC_BASE_URL = "https://api.example.test"
+    landing = client.get("/")
+    assert landing.status_code == 200
+    body = landing.content.decode()
+    for link in (reverse("account_signup"), reverse("account_login"), reverse("pricing:list"), reverse("swagger-ui")):
+        assert f'href="{link}"' in body
+    assert "curl https://api.example.test/v1/chat/completions" in body
+    assert 'OpenAI(base_url="https://api.example.test/v1"' in body
+    assert 'Anthropic(base_url="https://api.example.test"' in body
     member = MembershipFactory(role="viewer")
     client.force_login(member.user)
     assert client.get("/")["Location"] == reverse("dashboard:overview")

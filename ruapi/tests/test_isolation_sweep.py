@@ -117,7 +117,7 @@ V1_NAMES = (
 
 HTTP_SPECS: dict[str, Spec] = {
     # -- dashboard (session's organisation) ------------------------------------------------------
-    "root": Spec("user", note="redirects to the dashboard or the login page"),
+    "root": Spec("user", note="redirects to the dashboard (signed in) or shows the public landing page"),
     "dashboard:overview": Spec("tenant", shows_own=True),
     "dashboard:org_create": Spec("user", note="creates an organisation owned by the caller"),
     "dashboard:org_switch": Spec("user", note="POST org_id=B's is 404 (the generic payload carries it)"),
@@ -177,6 +177,7 @@ HTTP_SPECS: dict[str, Spec] = {
     "swagger-ui": Spec("public"),
     # -- public pages ------------------------------------------------------------------------------
     "healthz": Spec("public"),
+    "favicon": Spec("public"),
     "pricing:list": Spec("public"),
     "pricing:model": Spec("public", objects={"name": lambda world: world.model_name}, note="restricted: 404"),
     # -- allauth: the signed-in user's own account (no organisation data) ------------------------------

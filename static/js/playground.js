@@ -24,7 +24,7 @@
     var div = document.createElement("div");
     div.className = "msg msg-" + role;
     div.dataset.role = role;
-    var who = document.createElement("strong"); who.textContent = role === "user" ? "You" : "Assistant";
+    var who = document.createElement("strong"); who.textContent = role === "user" ? "You" : role === "error" ? "Error" : "Assistant";
     var body = document.createElement("div"); body.className = "msg-text"; body.textContent = text;
     div.appendChild(who); div.appendChild(body);
     transcript.appendChild(div);
@@ -79,6 +79,8 @@
         status.textContent = m.stopped ? "Stopped." : "Done."; status.dataset.state = m.stopped ? "stopped" : "done";
         current = null; busy(false); renderCode();
       } else if (m.type === "error") {
+        // a reply that failed before any text: no empty "Assistant" bubble above the error
+        if (current && !current.querySelector(".msg-text").textContent) { current.remove(); }
         var err = bubble("error", m.message); err.className += " alert alert-error";
         status.textContent = "Error."; status.dataset.state = "error"; current = null; busy(false);
       }
