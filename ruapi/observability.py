@@ -86,6 +86,10 @@ REFUSALS = Counter(
 )  # fmt: skip
 RATE_LIMITED = Counter("ruapi_ratelimit_refusals", "Requests refused by a rate limit (429)", ["endpoint"])
 DRAINING = Gauge("ruapi_draining", "1 while this process shuts down", multiprocess_mode="livemax")
+LEDGER_QUEUE_DEPTH = Gauge(
+    "ruapi_ledger_queue_depth", "Holds / settlements queued for the batched ledger writer", ["kind"],
+    multiprocess_mode="livesum",
+)  # fmt: skip
 CELERY_TASKS = Counter("ruapi_celery_tasks", "Celery task outcomes", ["task", "state"])
 
 

@@ -53,6 +53,7 @@ from billing.services.ledger import (
     hold_release,
     hold_settle,
 )
+from ruapi import observability
 from ruapi.db import run_db
 
 logger = logging.getLogger(__name__)
@@ -115,8 +116,9 @@ class _Settlement:
 class _Batcher:
     """A queue of (item, future) flushed by at most MAX_INFLIGHT tasks, up to MAX_BATCH items each."""
 
-    def __init__(self, flush: Callable[[list], Awaitable[None]]) -> None:
+    def __init__(self, flush: Callable[[list], Awaitable[None]], kind: str = "") -> None:
         self._flush = flush
+        self._depth = observability.LEDGER_QUEUE_DEPTH.labels(kind or "ledger")
         self._queue: list[tuple[object, asyncio.Future]] = []
         self._inflight = 0
         self._tasks: set[asyncio.Task] = set()  # a running task must be referenced
@@ -125,6 +127,7 @@ class _Batcher:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue.append((item, future))
+        self._depth.inc()
         if self._inflight < MAX_INFLIGHT:
             self._inflight += 1
             task = loop.create_task(self._drain())
@@ -136,6 +139,7 @@ class _Batcher:
         try:
             while self._queue:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                self._depth.dec(len(batch))
                 try:
                     await self._flush(batch)
                 except BaseException as exc:  # the flush resolves its futures; never leave one waiting
@@ -175,8 +179,8 @@ class LedgerWriter:
         # Statements and items written, and items decided one by one (tests, benchmarks).
         self.stats = {"hold_batches": 0, "holds": 0, "settle_batches": 0, "settlements": 0, "one_by_one": 0}
         self._closed = False
-        self._holds = _Batcher(self._flush_holds)
-        self._settlements = _Batcher(self._flush_settlements)
+        self._holds = _Batcher(self._flush_holds, "holds")
+        self._settlements = _Batcher(self._flush_settlements, "settlements")
         self._hold_rows = _Rows(Hold)
         self._events = _Rows(UsageEvent)
         self._entries = _Rows(LedgerEntry)

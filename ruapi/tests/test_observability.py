@@ -76,6 +76,9 @@ def test_metrics_from_a_two_worker_server_count_every_request_and_the_log_has_on
             assert total(found, "ruapi_cost_usd_total", model=model) == pytest.approx(
                 sum(e.cost_nanos for e in mine) / 1e9, abs=1e-9)
         assert total(found, "ruapi_holds_pending") == 0
+        # the batched ledger writer's queues were used and are empty again
+        assert {s.labels["kind"] for s in found if s.name == "ruapi_ledger_queue_depth"} == {"holds", "settlements"}
+        assert total(found, "ruapi_ledger_queue_depth") == 0
         # and: one JSON line per request in the log, with the figures and never the key
         log = server.log.read_text()
         lines = [orjson.loads(line) for line in log.splitlines() if line.startswith("{")]
