@@ -12,10 +12,11 @@ cleanup() { stop_process_groups bench/var/run/pgids; }
 trap cleanup EXIT
 
 if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null || [ ! -x bench/.venv-litellm/bin/litellm ] \
+   || [ ! -x .venv/bin/python ] \
    || [ ! -x bench/.venv-tools/bin/py-spy ] || [ ! -f /usr/lib/nginx/modules/ngx_http_js_module.so ]; then
   bash bench/setup.sh
 fi
 
 ensure_services
 
-python3 bench/run.py "$@"
+.venv/bin/python bench/run.py "$@"

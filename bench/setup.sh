@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the benchmark needs on this machine kind (Debian 12, Python 3.11, root):
-# nginx + its njs module and wrk from Debian; the project's requirements; LiteLLM proxy in its own
+# nginx + its njs module and wrk from Debian; the project's dev lock in .venv; LiteLLM proxy in its own
 # virtualenv bench/.venv-litellm (not a project dependency); py-spy in bench/.venv-tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,8 +16,9 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
 fi
 # The Debian package may start a system nginx on port 80; the benchmark runs its own on 127.0.0.1.
 
-echo "== project requirements"
-python3 -m pip install -q --disable-pip-version-check -r requirements.txt
+echo "== project requirements (the dev lock, into the project virtualenv .venv; the system Python is untouched)"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes -r requirements/dev.txt
 
 if [ ! -x bench/.venv-litellm/bin/litellm ]; then
   echo "== LiteLLM proxy in bench/.venv-litellm"

@@ -16,8 +16,8 @@ PRICE_KINDS = {
     "image": ("Image", "per image"),
     "audio_minute": ("Audio", "per minute"),
     "characters": ("Speech input", "per 1M characters"),
-    "web_search": ("Web search", "per 1,000 searches"),
-    "web_fetch": ("Web fetch", "per 1,000 fetches"),
+    "web_search": ("Web search", "per 1,000 requests"),
+    "web_fetch": ("Web fetch", "per 1,000 requests"),
 }
 
 

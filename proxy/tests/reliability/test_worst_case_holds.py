@@ -279,6 +279,10 @@ def test_bursts_of_the_worst_requests_never_take_a_balance_below_zero(worst):
 
 
 def test_a_keys_spend_cap_holds_under_bursts_of_the_worst_requests(worst):
+    if not settings.REDIS_URL:
+        # Without Redis the limits are per process (README: Enforcement), so a cap spans two processes only
+        # with Redis; the balance itself is still held in the database (the test above, on both backends).
+        pytest.skip("spend caps are shared across processes through Redis")
     from accounts.services import KeyLimits, apikey_update
     from conftest import make_tenant
 
