@@ -222,7 +222,7 @@ class SharedRouter(Router):
         super().__init__(**kwargs)
         self.down_until = 0.0
         self.shared_open: dict[str, float] = {}  # route field -> open until (this process's monotonic clock)
-        self.refreshers: dict[int, asyncio.Task] = {}
+        self.refresher: asyncio.Task | None = None
         self.background: set[asyncio.Task] = set()
         self._scripts: dict[int, tuple] = {}
 
@@ -266,22 +266,19 @@ class SharedRouter(Router):
         until = self.shared_open.get(route_field(route))
         return until is not None and self.clock() < until
 
-    def plan(self, spec: ModelSpec) -> list[RouteSpec]:
-        self.watch()
-        return super().plan(spec)
-
     def watch(self) -> None:
-        """Keep this event loop's copy of the shared open-circuit set fresh: a background task reads
-        it every RUAPI_ROUTE_STATE_CHECK_INTERVAL (started at server start-up, or by the first request)."""
+        """Keep this process's copy of the shared open-circuit set fresh: one background task (started on
+        the server's loop at start-up, ruapi/asgi.py) reads it every RUAPI_ROUTE_STATE_CHECK_INTERVAL. The
+        set is per process, so one reader serves every loop; requests never start one themselves (a
+        task left on a short-lived loop, e.g. a test's, would outlive it)."""
         if not settings.REDIS_URL:
             return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+        if self.refresher is not None and not self.refresher.done():
             return
-        task = self.refreshers.get(id(loop))
-        if task is None or task.done() or task.get_loop() is not loop:
-            self.refreshers[id(loop)] = loop.create_task(self._refresh_forever())
+        try:
+            self.refresher = asyncio.get_running_loop().create_task(self._refresh_forever())
+        except RuntimeError:
+            self.refresher = None
 
     async def _refresh_forever(self) -> None:
         while True:
