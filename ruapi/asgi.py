@@ -6,6 +6,7 @@ also skips the per-request thread machinery of Django's ASGIHandler (see PublicA
 """
 
 import asyncio
+import logging
 import os
 import tempfile
 from contextlib import suppress
@@ -32,6 +33,8 @@ from proxy.translate.errors import ErrorKind, GatewayError, openai_error_body  #
 from ruapi import db, lifecycle, observability  # noqa: E402
 from ruapi.observability import ObservedAPI  # noqa: E402
 from ruapi.routing import websocket_urlpatterns  # noqa: E402
+
+logger = logging.getLogger(__name__)
 
 
 class PublicAPIHandler(ASGIHandler):
@@ -194,6 +197,10 @@ async def admit_before_body(request):
         scope["ruapi.key_context"] = await authenticate(request, allow_x_api_key=allow_x_api_key)
     except GatewayError as exc:
         return body_refusal(request, exc)
+    except Exception:  # e.g. the database is unreachable for an uncached key: the same 500 as the views'
+        logger.exception("authentication failed before the body of %s", path)
+        error = GatewayError(ErrorKind.API_ERROR, "The gateway failed to process the request.")
+        return body_refusal(request, error)
     length = request.META.get("CONTENT_LENGTH", "")
     if length.isdigit() and int(length) > settings.RUAPI_MAX_BODY_BYTES:
         return body_refusal(request, GatewayError(ErrorKind.REQUEST_TOO_LARGE, "Request body is too large."))
