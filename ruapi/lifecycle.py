@@ -39,8 +39,16 @@ def drain_begin() -> None:
     from django.conf import settings
 
     grace = float(getattr(settings, "RUAPI_SHUTDOWN_GRACE_SECONDS", 25.0))
-    for loop, future in list(_deadlines.values()):
-        loop.call_soon_threadsafe(_arm, loop, future, grace)
+    for key, (loop, future) in list(_deadlines.items()):
+        # A loop that has ended since it registered (an earlier server in this process, a finished
+        # test loop) has nothing left to stop: forget it instead of failing the drain.
+        if loop.is_closed():
+            _deadlines.pop(key, None)
+            continue
+        try:
+            loop.call_soon_threadsafe(_arm, loop, future, grace)
+        except RuntimeError:  # closed between the check and the call
+            _deadlines.pop(key, None)
 
 
 def _arm(loop: asyncio.AbstractEventLoop, future: asyncio.Future, grace: float) -> None:

@@ -140,10 +140,42 @@ def test_probes_and_readiness_during_a_drain(gateway):
     base = gateway.server.url
     assert httpx.get(base + "/livez").status_code == 200
     assert httpx.get(base + "/readyz").json() == {"status": "ready"}
-    lifecycle.drain_begin()
     try:
+        lifecycle.drain_begin()
         assert httpx.get(base + "/readyz").status_code == 503
         assert httpx.get(base + "/livez").status_code == 200
     finally:
         lifecycle.reset()
     assert httpx.get(base + "/readyz").status_code == 200
+
+
+def test_a_drain_skips_loops_that_have_ended_and_still_arms_the_live_ones():
+    """A process that ran servers (or test loops) before keeps their registrations: a drain must not
+    fail on a closed loop, or the process would be left marked draining with nothing armed."""
+    import asyncio
+
+    ended = asyncio.new_event_loop()
+    ended.run_until_complete(_register())
+    ended.close()
+    live = asyncio.new_event_loop()
+    future = live.run_until_complete(_register())
+    try:
+        with override_grace(0.0):
+            lifecycle.drain_begin()
+        live.run_until_complete(asyncio.wait_for(asyncio.shield(future), 2))
+        assert lifecycle.is_draining() and future.done()
+        assert all(not loop.is_closed() for loop, _ in lifecycle._deadlines.values())
+    finally:
+        lifecycle.reset()
+        live.close()
+    assert not lifecycle.is_draining()
+
+
+async def _register():
+    return lifecycle.grace_over()
+
+
+def override_grace(seconds: float):
+    from django.test import override_settings
+
+    return override_settings(RUAPI_SHUTDOWN_GRACE_SECONDS=seconds)
