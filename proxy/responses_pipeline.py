@@ -25,7 +25,6 @@ from proxy.translate.errors import GatewayError
 from proxy.translate.hub import Turn
 from proxy.translate.responses_request import (
     ENCRYPTED_INCLUDE,
-    estimate_responses_prompt_tokens,
     responses_input_items,
     responses_items_check,
     responses_needs_expansion,
@@ -33,6 +32,7 @@ from proxy.translate.responses_request import (
 )
 from proxy.translate.responses_response import responses_with_envelopes
 from proxy.translate.responses_stream import ResponsesRelay
+from proxy.translate.usage import estimate_responses_prompt_tokens
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,6 @@ Bearer auth, errors in the O shape (§3), every lookup scoped to the key's organ
 organisation's response id answers exactly like one that does not exist.
 """
 
-import orjson
 from django.http import HttpRequest, HttpResponse
 
 from proxy import response_store
@@ -15,7 +14,7 @@ from proxy.catalog import resolve_model
 from proxy.requests import read_json_body
 from proxy.responses import OPENAI, Call, error_response, json_response
 from proxy.translate.errors import NULL_CODE, ErrorKind, GatewayError
-from proxy.translate.usage import DOCUMENT_TOKENS, IMAGE_TOKENS, MESSAGE_OVERHEAD_TOKENS, estimate_text_tokens
+from proxy.translate.usage import estimate_responses_prompt_tokens
 from ruapi.db import run_db
 
 INPUT_ITEMS_DEFAULT_LIMIT = 20
@@ -144,58 +143,6 @@ async def compact(request: HttpRequest) -> HttpResponse:
 
 
 # -- input_tokens -------------------------------------------------------------------------------------------------
-def _text(value: object) -> int:
-    return estimate_text_tokens(value) if isinstance(value, str) and value else 0
-
-
-def _json(value: object) -> int:
-    return estimate_text_tokens(orjson.dumps(value).decode())
-
-
-def _parts_tokens(content: object) -> int:
-    if isinstance(content, str):
-        return _text(content)
-    if not isinstance(content, list):
-        return 0
-    total = 0
-    for part in content:
-        if not isinstance(part, dict):
-            continue
-        kind = part.get("type")
-        if kind in ("input_text", "output_text", "summary_text", "reasoning_text"):
-            total += _text(part.get("text"))
-        elif kind == "refusal":
-            total += _text(part.get("refusal"))
-        elif kind == "input_image":
-            total += IMAGE_TOKENS
-        elif kind == "input_file":
-            total += DOCUMENT_TOKENS
-    return total
-
-
-def estimate_responses_input_tokens(*, instructions: object, items: list[dict], tools: object) -> int:
-    """The gateway's estimate (≈ 4 UTF-8 bytes per token, media at fixed rates, as for the other
-    protocols in proxy/translate/usage.py) of an R request's input: instructions, expanded items, tools."""
-    total = _text(instructions)
-    for item in items:
-        kind = item.get("type")
-        if kind == "message":
-            total += MESSAGE_OVERHEAD_TOKENS + _parts_tokens(item.get("content"))
-        elif kind == "function_call":
-            total += _text(item.get("name")) + _text(item.get("arguments"))
-        elif kind == "custom_tool_call":
-            total += _text(item.get("name")) + _text(item.get("input"))
-        elif kind in ("function_call_output", "custom_tool_call_output"):
-            total += _parts_tokens(item.get("output"))
-        elif kind == "reasoning":  # what the model reads back is its reasoning, not the ciphertext's size
-            total += _parts_tokens(item.get("summary")) + _parts_tokens(item.get("content"))
-        else:
-            total += _json(item)
-    if tools:
-        total += _json(tools)
-    return total
-
-
 async def input_tokens(request: HttpRequest) -> HttpResponse:
     """POST /v1/responses/input_tokens: a create-like body's input tokens, the chain and references expanded.
 
@@ -212,8 +159,7 @@ async def input_tokens(request: HttpRequest) -> HttpResponse:
         if body.get("model") is not None:
             await resolve_model(body["model"], key, mode="chat")  # 404 for a model this key cannot see
         items = await response_store.responses_expand(org_id=key.org_id, body=body)
-        count = estimate_responses_input_tokens(instructions=body.get("instructions"), items=items,
-                                                tools=body.get("tools"))  # fmt: skip
+        count = estimate_responses_prompt_tokens(body, items)
     except GatewayError as exc:
         return error_response(call, exc)
     response = call.headers(json_response({"object": "response.input_tokens", "input_tokens": count}))

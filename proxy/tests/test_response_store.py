@@ -28,8 +28,9 @@ from proxy.response_store import (
     responses_store_drain,
     responses_store_later,
 )
-from proxy.stored_responses import estimate_responses_input_tokens, items_page
+from proxy.stored_responses import items_page
 from proxy.translate.errors import NULL_CODE, ErrorKind, GatewayError, openai_error_body
+from proxy.translate.usage import estimate_responses_prompt_tokens
 
 pytestmark = pytest.mark.embedded
 # The module's reads and writes run in the gateway's ORM threads: they must see committed rows.
@@ -196,7 +197,7 @@ def test_input_token_estimate_counts_instructions_items_and_tools():
         {"type": "message", "role": "user", "content": [{"type": "input_image", "image_url": "data:,", "detail": "auto"}]},
     ]  # fmt: skip
     tools = [{"type": "function", "name": "f"}]  # '[{"type":"function","name":"f"}]' = 32 bytes -> 8
-    assert estimate_responses_input_tokens(instructions="Be brief.", items=items, tools=tools) == (
+    assert estimate_responses_prompt_tokens({"instructions": "Be brief.", "tools": tools}, items) == (
         3 + 6 + 5 + 7 + 2 + 2 + (4 + 1000) + 8
     )
 

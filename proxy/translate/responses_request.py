@@ -17,7 +17,6 @@ A is the hub's neutral form (proxy/translate/hub.py): an R client reaches an O o
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import replace
 
@@ -27,7 +26,7 @@ from .models import Conversion, TargetModel
 from .openai_to_anthropic import FALLBACK_MAX_TOKENS, _response_format
 from .reasoning import EFFORT_LEVELS, anthropic_thinking_to_effort, effort_to_anthropic_thinking, fit_thinking_budget
 from .tools import JSON_TOOL_NAME, ToolIds, compact_json, tool_input_from_arguments
-from .usage import estimate_anthropic_prompt_tokens, estimate_text_tokens
+from .usage import estimate_anthropic_prompt_tokens, estimate_responses_prompt_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -276,14 +275,6 @@ def responses_needs_expansion(body: dict) -> bool:
         and (i.get("type") == "item_reference" or (i.get("type") == "reasoning" and not i.get("encrypted_content")))
         for i in source
     )
-
-
-def estimate_responses_prompt_tokens(body: dict, items: list[dict]) -> int:
-    """Prompt estimate of an R request: instructions, items and tools (for the hold, G6)."""
-    parts = [body.get("instructions") or "", json.dumps(items, ensure_ascii=False)]
-    if body.get("tools"):
-        parts.append(json.dumps(body["tools"], ensure_ascii=False))
-    return estimate_text_tokens("".join(parts)) + 4 * len(items)
 
 
 # --- R → A (the neutral form) -------------------------------------------------------------------------------

@@ -411,6 +411,48 @@ def estimate_anthropic_prompt_tokens(body: dict) -> int:
     return total
 
 
+def _responses_content_tokens(content: object) -> int:
+    if isinstance(content, str):
+        return _estimate_str(content)
+    total = 0
+    for part in content if isinstance(content, list) else []:
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind in ("input_text", "output_text", "summary_text", "reasoning_text"):
+            total += _estimate_str(part.get("text"))
+        elif kind == "refusal":
+            total += _estimate_str(part.get("refusal"))
+        elif kind == "input_image":
+            total += IMAGE_TOKENS
+        elif kind == "input_file":
+            total += DOCUMENT_TOKENS
+    return total
+
+
+def estimate_responses_prompt_tokens(body: dict, items: list[dict]) -> int:
+    """Estimate an R request's prompt: instructions, its items (expanded from the store) and tool
+    definitions, media at fixed rates; a reasoning item counts its readable parts, not the ciphertext."""
+    total = _estimate_str(body.get("instructions"))
+    for item in items:
+        kind = item.get("type")
+        if kind == "message":
+            total += MESSAGE_OVERHEAD_TOKENS + _responses_content_tokens(item.get("content"))
+        elif kind == "function_call":
+            total += _estimate_str(item.get("name")) + _estimate_str(item.get("arguments"))
+        elif kind == "custom_tool_call":
+            total += _estimate_str(item.get("name")) + _estimate_str(item.get("input"))
+        elif kind in ("function_call_output", "custom_tool_call_output"):
+            total += _responses_content_tokens(item.get("output"))
+        elif kind == "reasoning":
+            total += _responses_content_tokens(item.get("summary")) + _responses_content_tokens(item.get("content"))
+        else:
+            total += _estimate_json(item)
+    if body.get("tools"):
+        total += _estimate_json(body["tools"])
+    return total
+
+
 def _openai_output_text(message: dict) -> str:
     parts = [message.get(key) for key in ("content", "refusal", "reasoning_content", "reasoning")]
     for call in message.get("tool_calls") or []:

@@ -3,8 +3,7 @@
 `base_url` is what the OpenAI SDK takes, e.g. https://api.openai.com/v1 (model listing as for OpenAI).
 """
 
-from proxy.translate.responses_request import estimate_responses_prompt_tokens
-from proxy.translate.usage import UsageBounds
+from proxy.translate.usage import UsageBounds, estimate_responses_prompt_tokens
 from proxy.upstreams import http
 from proxy.upstreams.openai import OpenAIUpstream
 
