@@ -1,5 +1,6 @@
 """Generated fixtures of the benchmark: canned upstream bodies, the nginx config and njs handler
-that serve them, the clients' request bodies, the gateway's catalog and LiteLLM's config.
+that serve them, the clients' request bodies, the gateway's catalog, LiteLLM's config and Portkey's
+per-model routing configs.
 
 Everything is written under bench/var/ (git-ignored) by `write_all`; `python3 bench/canned.py`
 writes it on its own, for a look at the files.
@@ -19,6 +20,7 @@ NGINX_PORT = 18080
 SLOW_PORT = 18081
 RUAPI_PORT = 18100
 LITELLM_PORT = 18200
+PORTKEY_PORT = 18300
 
 UPSTREAM_KEY = "sk-bench-upstream"
 LITELLM_MASTER_KEY = "sk-bench-litellm-master"
@@ -392,6 +394,22 @@ def litellm_config() -> dict:
         "litellm_settings": {"drop_params": True, "telemetry": False, "set_verbose": False},
         "general_settings": {"master_key": LITELLM_MASTER_KEY},
     }
+
+
+def portkey_configs() -> dict[str, dict]:
+    """Portkey's gateway has no model list: each request names its upstream in an `x-portkey-config`
+    header. Per model, the same upstream, key and upstream model name as in LiteLLM's config."""
+    models = {
+        "bench-gpt": ("openai", f"http://{HOST}:{NGINX_PORT}/v1", "gpt-bench"),
+        "bench-claude": ("anthropic", f"http://{HOST}:{NGINX_PORT}/v1", "claude-bench"),  # + /messages
+        "bench-gpt-slow": ("openai", f"http://{HOST}:{SLOW_PORT}/v1", "gpt-slow"),
+        "bench-resp": ("openai", f"http://{HOST}:{NGINX_PORT}/v1", "gpt-resp"),
+    }
+    return {
+        name: {"provider": provider, "custom_host": host, "api_key": UPSTREAM_KEY,
+               "override_params": {"model": upstream_model}}
+        for name, (provider, host, upstream_model) in models.items()
+    }  # fmt: skip
 
 
 def write_all(params: UpstreamParams, var_dir: Path = VAR_DIR) -> dict[str, Path]:

@@ -6,8 +6,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-TARGETS = ("direct", "ruapi", "litellm")
-NAMES = {"direct": "direct", "ruapi": "RuAPI", "litellm": "LiteLLM"}
+TARGETS = ("direct", "ruapi", "litellm", "portkey")
+NAMES = {"direct": "direct", "ruapi": "RuAPI", "litellm": "LiteLLM", "portkey": "Portkey"}
+NOT_SUPPORTED = "n/a (not supported)"
 
 
 def fmt(value: float | None, digits: int = 2) -> str:
@@ -42,13 +43,18 @@ class Row:
     goal: tuple[str, float] | None = None
     goal_text: str = ""
     percent: bool = False
+    unsupported: frozenset[str] = frozenset()  # targets that do not support this request kind
 
     def cells(self) -> list[str]:
-        def show(v: float | None) -> str:
+        def show(v: float | None, target: str = "") -> str:
+            if target in self.unsupported:
+                return NOT_SUPPORTED
             return "–" if v is None else (f"{v:.1%}" if self.percent else fmt(v, self.digits))
 
         ruapi, litellm, direct = self.values.get("ruapi"), self.values.get("litellm"), self.values.get("direct")
+        portkey = self.values.get("portkey")
         vs_litellm = ratio(ruapi, litellm)
+        vs_portkey = ratio(ruapi, portkey)
         vs_direct = ratio(ruapi, direct)
         met = "–"
         if self.goal and vs_litellm is not None:
@@ -57,8 +63,8 @@ class Row:
         elif self.goal_text.startswith("100") and ruapi is not None:
             met = "yes" if ruapi >= 0.9999 else "**no**"
         return [
-            self.label, show(direct), show(ruapi), show(litellm),
-            times(vs_litellm), times(vs_direct),
+            self.label, show(direct), show(ruapi), show(litellm, "litellm"), show(portkey, "portkey"),
+            times(vs_litellm), "–" if "portkey" in self.unsupported else times(vs_portkey), times(vs_direct),
             self.goal_text or "–", met,
         ]  # fmt: skip
 
@@ -71,6 +77,16 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 def markdown(results: dict) -> str:
     meta, med = results["meta"], results["medians"]
+    unsupported: dict[str, set[str]] = {}  # "scenario/leg" -> targets that do not support that leg
+    for run in results["runs"]:
+        if "unsupported" in run:
+            unsupported.setdefault(f"{run['scenario']}/{run['leg']}", set()).add(run["target"])
+
+    def na(scenario: str, leg: int | None = 0) -> frozenset[str]:
+        """Targets without support for the leg (for leg None: for any leg of the scenario)."""
+        if leg is not None:
+            return frozenset(unsupported.get(f"{scenario}/{leg}", ()))
+        return frozenset().union(*(v for k, v in unsupported.items() if k.startswith(scenario + "/")))
 
     def get(scenario: str, key: str, leg: int = 0) -> dict[str, float | None]:
         per_target = med.get(scenario, {}).get(str(leg), {})
@@ -132,19 +148,19 @@ def markdown(results: dict) -> str:
         for leg, info in sorted(med["S5"].items()):
             label = next(iter(info.values()))["leg_label"]
             rows += [
-                Row(f"S5 leg {label}: requests/s", get("S5", "rps", int(leg)), 0),
-                Row(f"S5 leg {label}: p99 (ms)", get("S5", "p99_ms", int(leg))),
+                Row(f"S5 leg {label}: requests/s", get("S5", "rps", int(leg)), 0, unsupported=na("S5", int(leg))),
+                Row(f"S5 leg {label}: p99 (ms)", get("S5", "p99_ms", int(leg)), unsupported=na("S5", int(leg))),
             ]
         rows.append(
             Row("S5 cross-protocol **requests/s** (mean of legs)", combined("S5", "rps", lambda v: sum(v) / len(v)),
-                0, (">=", 4), "≥ 4× LiteLLM")
+                0, (">=", 4), "≥ 4× LiteLLM", unsupported=na("S5", None))
         )
     if "S6" in med:
         for leg, info in sorted(med["S6"].items()):
             label = next(iter(info.values()))["leg_label"]
             rows += [
-                Row(f"S6 leg {label}: requests/s", get("S6", "rps", int(leg)), 0),
-                Row(f"S6 leg {label}: p99 (ms)", get("S6", "p99_ms", int(leg))),
+                Row(f"S6 leg {label}: requests/s", get("S6", "rps", int(leg)), 0, unsupported=na("S6", int(leg))),
+                Row(f"S6 leg {label}: p99 (ms)", get("S6", "p99_ms", int(leg)), unsupported=na("S6", int(leg))),
             ]
     if "S2" in med:
         rows.append(Row("**CPU ms / request** (S2, server processes)", get("S2", "cpu_ms_per_req"), 3,
@@ -156,7 +172,8 @@ def markdown(results: dict) -> str:
         rows.append(Row("CPU ms / request (S3 streams)", get("S3", "cpu_ms_per_req"), 3, ("<=", 0.25), "≤ ¼ LiteLLM"))
     rows.append(Row("**peak RSS** of the server, whole run (MB)", peak_rss(), 0, ("<=", 1 / 3), "≤ ⅓ LiteLLM"))
 
-    header = ["scenario / metric", "direct", "RuAPI", "LiteLLM", "RuAPI ÷ LiteLLM", "RuAPI ÷ direct", "target", "met"]
+    header = ["scenario / metric", "direct", "RuAPI", "LiteLLM", "Portkey", "RuAPI ÷ LiteLLM", "RuAPI ÷ Portkey",
+              "RuAPI ÷ direct", "target", "met"]  # fmt: skip
     targets = meta["targets"]
     machine = meta["machine"]
     versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
@@ -178,10 +195,12 @@ def markdown(results: dict) -> str:
         "",
         table(header, [row.cells() for row in rows]),
         "",
-        "Ratios are RuAPI's value divided by LiteLLM's / direct's (for *added* latency: RuAPI's added "
-        "milliseconds over LiteLLM's). CPU is user+system time of the server's process tree (uvicorn master "
-        "+ workers; nginx for direct) over the successful requests of that measurement; RuAPI's Postgres "
-        "backends are shown on their own line. RSS is the sum over the server's processes.",
+        "Ratios are RuAPI's value divided by LiteLLM's / Portkey's / direct's (for *added* latency: RuAPI's "
+        "added milliseconds over the other gateway's). CPU is user+system time of the server's process tree "
+        "(uvicorn master + workers; the Node process for Portkey; nginx for direct) over the successful "
+        "requests of that measurement; RuAPI's Postgres backends are shown on their own line. RSS is the sum "
+        "over the server's processes. Portkey does less per request than RuAPI (no database, no auth, no "
+        f"metering) and runs one process; {NOT_SUPPORTED} marks a conversion it does not offer.",
         "",
         smoke_section(meta.get("smoke", {})),
         "## Every measurement",
@@ -193,11 +212,19 @@ def markdown(results: dict) -> str:
 
 
 def smoke_section(smoke: dict) -> str:
-    failures = [(t, c, o) for t, checks in smoke.items() for c, o in checks.items() if o != "ok"]
+    outcomes = [(t, c, o) for t, checks in smoke.items() for c, o in checks.items() if o != "ok"]
+    failures = [(t, c, o) for t, c, o in outcomes if "is not supported by" not in o]
+    lacking = [(t, c, o) for t, c, o in outcomes if "is not supported by" in o]
+    lines = []
     if not failures:
-        return "Smoke test before the run: every target answered every request kind correctly.\n"
-    lines = ["Smoke test failures before the run:", ""]
-    lines += [f"- {NAMES.get(t, t)} `{c}`: {o[:200]}" for t, c, o in failures]
+        lines.append("Smoke test before the run: every target answered every request kind it supports correctly.")
+    else:
+        lines += ["Smoke test failures before the run:", ""]
+        lines += [f"- {NAMES.get(t, t)} `{c}`: {o[:200]}" for t, c, o in failures]
+    if lacking:
+        lines += ["", "Request kinds a target does not support (those legs are skipped, shown as "
+                  f"{NOT_SUPPORTED}):", ""]  # fmt: skip
+        lines += [f"- {NAMES.get(t, t)} `{c}`: {o[:200]}" for t, c, o in lacking]
     return "\n".join(lines) + "\n"
 
 
@@ -206,6 +233,10 @@ def runs_table(runs: list[dict]) -> str:
               "errors", "CPU ms/req", "PG ms/req", "peak RSS MB", "upstream CPU ms/req"]  # fmt: skip
     rows = []
     for run in runs:
+        if "unsupported" in run:
+            cells = [run["scenario"], run["leg_label"], NAMES.get(run["target"], run["target"]), "–", NOT_SUPPORTED]
+            rows.append(cells + [""] * (len(header) - len(cells)))
+            continue
         if "failed" in run:
             failed = [run["scenario"], run["leg_label"], run["target"], str(run["rep"]), "FAILED", run["failed"][:80]]
             rows.append(failed + [""] * (len(header) - len(failed)))

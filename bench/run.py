@@ -1,5 +1,5 @@
 """Benchmark driver (issue 7): every scenario of scenarios.toml against the fake upstream directly,
-this gateway in its production configuration and LiteLLM proxy, in one run; writes
+this gateway in its production configuration, LiteLLM proxy and Portkey's gateway, in one run; writes
 bench/results/latest.md and latest.json.
 
     python3 bench/run.py                      # full run (bench/run.sh installs what is missing first)
@@ -47,12 +47,14 @@ RESULTS_DIR = BENCH_DIR / "results"
 RAW_DIR = RESULTS_DIR / "raw"
 LITELLM_VENV = BENCH_DIR / ".venv-litellm"
 TOOLS_VENV = BENCH_DIR / ".venv-tools"
+PORTKEY_DIR = BENCH_DIR / ".portkey"  # npm install of @portkey-ai/gateway (bench/setup.sh)
+PORTKEY_PACKAGE = PORTKEY_DIR / "node_modules" / "@portkey-ai" / "gateway"
 
 WORKERS = 2
 DATABASE_URL = "postgres://postgres@127.0.0.1:5432/ruapi_bench"
 REDIS_URL = "redis://127.0.0.1:6379/14"
 ANTHROPIC_VERSION = "2023-06-01"
-ALL_TARGETS = ("direct", "ruapi", "litellm")
+ALL_TARGETS = ("direct", "ruapi", "litellm", "portkey")
 ALL_SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6")
 
 
@@ -181,13 +183,20 @@ class Target:
     root: str  # name of the child whose process tree is the target
     workers: int
     extra_meters: dict[str, Callable[[], list[int]]] = field(default_factory=dict)
+    # per-model headers that route the request (Portkey: its x-portkey-config), instead of the key
+    model_headers: dict[str, dict[str, str]] = field(default_factory=dict)
+    # "protocol->model" legs the target answers "not supported" (found by the smoke test): skipped
+    unsupported: dict[str, str] = field(default_factory=dict)
 
     def url(self, protocol: str, *, slow: bool = False) -> str:
         base = self.slow_base_url if slow else self.base_url
         paths = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages", "responses": "/v1/responses"}
         return base + paths[protocol]
 
-    def headers(self, protocol: str) -> dict[str, str]:
+    def headers(self, protocol: str, model: str) -> dict[str, str]:
+        if model in self.model_headers:
+            routing = self.model_headers[model]
+            return routing | ({"anthropic-version": ANTHROPIC_VERSION} if protocol == "anthropic" else {})
         if protocol in ("openai", "responses"):
             return {"Authorization": f"Bearer {self.key}"}
         return {"x-api-key": self.key, "anthropic-version": ANTHROPIC_VERSION}
@@ -333,6 +342,32 @@ class Bench:
             base_url=base, slow_base_url=base, key=canned.LITELLM_MASTER_KEY, root="litellm", workers=WORKERS,
         )  # fmt: skip
 
+    def start_portkey(self) -> None:
+        """Portkey's open-source gateway (Node): no database, no auth, no model list; each request carries
+        its route (provider, upstream URL and key, upstream model) in an x-portkey-config header."""
+        start_script = PORTKEY_PACKAGE / "build" / "start-server.js"
+        node = shutil.which("node")
+        if not start_script.exists() or node is None:
+            raise RuntimeError("Portkey's gateway (or Node) is not installed: run bench/setup.sh")
+        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "VIRTUAL_ENV")}
+        env["NODE_ENV"] = "production"  # no log console UI, as --headless
+        log(f"starting Portkey's gateway: 1 Node process, no database, on port {canned.PORTKEY_PORT}")
+        proc = self.children.start(
+            "portkey",
+            # the preload binds its listen (which names no host) to 127.0.0.1
+            [node, "--import", str(BENCH_DIR / "portkey_loopback.mjs"), str(start_script),
+             f"--port={canned.PORTKEY_PORT}", "--headless"],
+            env=env, cwd=PORTKEY_DIR,
+        )  # fmt: skip
+        base = f"http://{canned.HOST}:{canned.PORTKEY_PORT}"
+        wait_until(lambda: http_ok(base + "/"), 60, "Portkey", proc)
+        routes = {model: {"x-portkey-config": json.dumps(config, separators=(",", ":"))}
+                  for model, config in canned.portkey_configs().items()}  # fmt: skip
+        self.targets["portkey"] = Target(
+            name="portkey", label="Portkey gateway (1 Node process, no database, no auth, no metering)",
+            base_url=base, slow_base_url=base, key="", root="portkey", workers=1, model_headers=routes,
+        )  # fmt: skip
+
     def target_pids(self, target: Target) -> Callable[[], list[int]]:
         if target.name == "direct":  # nginx, and the slow upstream for S4
             return self.upstream_pids
@@ -355,7 +390,8 @@ class Bench:
         return path
 
     def smoke(self, target: Target) -> dict[str, str]:
-        """One request of each kind the scenarios send: 'ok' or what went wrong."""
+        """One request of each kind the scenarios send: 'ok' or what went wrong. A request the target
+        answers "… is not supported by …" (Portkey for conversions it lacks) marks that leg unsupported."""
         checks = {}
         for protocol, model, stream in (
             ("openai", "bench-gpt", False), ("openai", "bench-gpt", True), ("anthropic", "bench-gpt", False),
@@ -364,12 +400,14 @@ class Bench:
         ):  # fmt: skip
             slow = model.endswith("slow")
             body = self.body_file(protocol, model, stream=stream).read_bytes()
-            headers = {"Content-Type": "application/json", **target.headers(protocol)}
+            headers = {"Content-Type": "application/json", **target.headers(protocol, model)}
             status, content = http_request(target.url(protocol, slow=slow), body, headers)
             name = f"{protocol}:{model}:{'stream' if stream else 'json'}"
             end = {"openai": b"[DONE]", "anthropic": b"message_stop", "responses": b"response.completed"}[protocol]
             good = status == 200 and (end in content[-200:] if stream else content.lstrip().startswith(b"{"))
             checks[name] = "ok" if good else f"HTTP {status}: {content[:300].decode(errors='replace')}"
+            if not good and b"is not supported by" in content:
+                target.unsupported[f"{protocol}->{model}"] = "not supported: " + content[:200].decode(errors="replace")
         return checks
 
     # -- scenarios ------------------------------------------------------------------------------------
@@ -381,7 +419,7 @@ class Bench:
         slow = kind == "burst"
         url = target.url(protocol, slow=slow)
         body = self.body_file(protocol, model, stream=stream)
-        header_args = [f"{k}: {v}" for k, v in target.headers(protocol).items()]
+        header_args = [f"{k}: {v}" for k, v in target.headers(protocol, model).items()]
         if kind == "wrk":
             duration = seconds or scenario["duration_s"]
             argv = ["wrk", "-t", str(scenario["threads"]), "-c", str(scenario["connections"]), "-d", f"{duration}s",
@@ -439,6 +477,13 @@ class Bench:
                     for target_name in target_names:
                         target = self.targets[target_name]
                         leg_label = f"{leg['protocol']}->{leg['model']}"
+                        if leg_label in target.unsupported:
+                            if rep == 1:
+                                runs.append({"scenario": name, "leg": leg_index, "leg_label": leg_label,
+                                             "target": target_name, "rep": rep,
+                                             "unsupported": target.unsupported[leg_label]})  # fmt: skip
+                                log(f"{name} leg {leg_index} {leg_label:<28} {target_name:<8}: n/a (not supported)")
+                            continue
                         if rep == 1 and warmup > 0:
                             with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
                                 self.run_leg(target, scenario, leg, seconds=warmup)
@@ -518,7 +563,7 @@ def medians(runs: list[dict]) -> dict:
     """scenario -> leg -> target -> median of every numeric metric over the repetitions."""
     grouped: dict[str, dict[int, dict[str, list[dict]]]] = {}
     for run in runs:
-        if "failed" in run:
+        if "failed" in run or "unsupported" in run:
             continue
         grouped.setdefault(run["scenario"], {}).setdefault(run["leg"], {}).setdefault(run["target"], []).append(run)
     result: dict = {}
@@ -571,6 +616,12 @@ def versions() -> dict:
     if Path(litellm_python).exists():
         for package in ("litellm", "uvicorn", "uvloop"):
             found[f"litellm-venv {package}"] = pip_version(litellm_python, package)
+    node_modules = PORTKEY_DIR / "node_modules"
+    if (node_modules / "@portkey-ai" / "gateway").exists():
+        found["node"] = command_output(["node", "--version"])
+        for package in ("@portkey-ai/gateway", "@hono/node-server", "hono"):
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                found[package] = json.loads((node_modules / package / "package.json").read_text())["version"]
     return found
 
 
@@ -644,8 +695,8 @@ def read_cmdline(pid: int) -> bytes:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="short durations, one repetition (about 3 minutes)")
-    parser.add_argument("--targets", default=",".join(ALL_TARGETS), help="comma-separated: direct,ruapi,litellm")
+    parser.add_argument("--quick", action="store_true", help="short durations, one repetition (about 4 minutes)")
+    parser.add_argument("--targets", default=",".join(ALL_TARGETS), help="comma-separated: " + ",".join(ALL_TARGETS))
     parser.add_argument("--scenarios", default=",".join(ALL_SCENARIOS), help="comma-separated: S1,...,S6")
     parser.add_argument("--repeats", type=int, help="repetitions per scenario (default from scenarios.toml)")
     parser.add_argument("--config", type=Path, default=BENCH_DIR / "scenarios.toml")
@@ -684,6 +735,8 @@ def main(argv: list[str] | None = None) -> int:
             bench.start_ruapi()
         if "litellm" in targets:
             bench.start_litellm()
+        if "portkey" in targets:
+            bench.start_portkey()
         if args.profile:
             run_profile(bench, args.profile_seconds, args.profile_scenario)
             return 0
@@ -703,8 +756,8 @@ def main(argv: list[str] | None = None) -> int:
                 "machine": {**machine_info(), "loadavg_1m_start": round(load_before[0], 2),
                             "loadavg_1m_end": round(os.getloadavg()[0], 2)},
                 "versions": {"gateway": bench.gateway_rev, **versions()},
-                "targets": {n: {"label": bench.targets[n].label, "workers": bench.targets[n].workers}
-                            for n in targets},
+                "targets": {n: {"label": bench.targets[n].label, "workers": bench.targets[n].workers,
+                                "unsupported": sorted(bench.targets[n].unsupported)} for n in targets},
                 "smoke": smoke,
                 "config": config,
             },

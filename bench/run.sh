@@ -13,7 +13,8 @@ trap cleanup EXIT
 
 if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null || [ ! -x bench/.venv-litellm/bin/litellm ] \
    || [ ! -x .venv/bin/python ] \
-   || [ ! -x bench/.venv-tools/bin/py-spy ] || [ ! -f /usr/lib/nginx/modules/ngx_http_js_module.so ]; then
+   || [ ! -x bench/.venv-tools/bin/py-spy ] || [ ! -f /usr/lib/nginx/modules/ngx_http_js_module.so ] \
+   || ! command -v node >/dev/null || [ ! -f bench/.portkey/node_modules/@portkey-ai/gateway/build/start-server.js ]; then
   bash bench/setup.sh
 fi
 
