@@ -20,6 +20,7 @@ from usage import selectors
 
 TAGS = ["usage"]
 ERRORS = {
+    400: OpenApiResponse(ErrorSerializer, description="Invalid query (a parameter with a NUL character)"),
     401: OpenApiResponse(ErrorSerializer, description="Not authenticated"),
     403: OpenApiResponse(ErrorSerializer, description="Role lacks the permission"),
     404: OpenApiResponse(ErrorSerializer, description="No such object in this organisation"),
