@@ -82,4 +82,4 @@ def test_expired_holds_are_released_by_the_task():
     assert expire_holds.apply().get() == 0
     assert dict(Hold.objects.values_list("request_id", "status")) == {"crashed": "released", "in-flight": "pending"}
     assert Balance.objects.get(org_id=org.id).held_nanos == TEN_CENTS
-    assert fresh.status == "pending"
+    assert Hold.objects.get(pk=fresh.id).status == "pending"
