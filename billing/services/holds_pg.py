@@ -40,12 +40,13 @@ from psycopg.conninfo import make_conninfo
 from billing.models import Balance, Hold, LedgerEntry, UsageEvent
 from billing.services.holds import HeldFunds, HoldRequest, Settled, UsageRecord, new_hold, usage_description
 from ruapi import observability
-from ruapi.db import run_db
+from ruapi.db import database_unreachable, run_db
 
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 256  # items per statement
 MAX_INFLIGHT = 2  # statements per kind at a time (and connections per kind and event loop)
+CHECKOUT_TIMEOUT_S = 0.5  # the pool never has fewer connections than statements in flight unless it cannot connect
 
 
 class _Rows:
@@ -326,11 +327,14 @@ class _Writer:
         self._backend = backend
         self._statements = backend.statements
         options = {"hold": "-c synchronous_commit=off", "settle": None}
-        # min_size 0: no connection until the first request; timeout: fail fast while the database is gone.
+        # min_size 0: no connection until the first request. While the database is gone the pools
+        # cannot connect: a checkout gives up after CHECKOUT_TIMEOUT_S and its items are decided
+        # alone through run_db, which fails fast (ruapi/db.py); once run_db has found the database
+        # unreachable, items skip the pools altogether until it is back.
         self._pools = {
             kind: AsyncConnectionPool(
                 make_conninfo(conninfo, options=option) if option else conninfo, min_size=0,
-                max_size=MAX_INFLIGHT, kwargs={"autocommit": True}, timeout=5, open=False,
+                max_size=MAX_INFLIGHT, kwargs={"autocommit": True}, timeout=CHECKOUT_TIMEOUT_S, open=False,
                 name=f"ruapi-ledger-{kind}",
             )
             for kind, option in options.items()
@@ -350,13 +354,13 @@ class _Writer:
 
     async def hold(self, request: HoldRequest) -> HeldFunds | None:
         hold = new_hold(request)
-        result = await self._holds.submit(hold)
+        result = _ALONE if database_unreachable() else await self._holds.submit(hold)
         if result is _ALONE:
             [result] = await run_db(self._backend._holds_write, [hold])
         return result
 
     async def settle(self, hold: HeldFunds, usage: UsageRecord) -> Settled:
-        result = await self._settlements.submit((hold, usage))
+        result = _ALONE if database_unreachable() else await self._settlements.submit((hold, usage))
         if result is _ALONE:
             [result] = await run_db(self._backend.holds_settle, [(hold, usage)])
         return result
