@@ -189,6 +189,15 @@ class _OrmBackend:
         Balance.objects.filter(org_id=row[0]).update(held_nanos=F("held_nanos") - row[1])
         return True
 
+    def writer(self) -> None:
+        return None  # no batching: async callers go through run_db
+
+    async def writer_open(self) -> None:
+        pass
+
+    async def writer_close(self) -> None:
+        pass
+
 
 _backend = None
 
@@ -224,9 +233,6 @@ def backend_set(choice):
 # -- synchronous boundary (Celery tasks, scripts, tests; the gateway through the async one below) --
 def holds_open(requests: Sequence[HoldRequest]) -> list[HeldFunds | None]:
     """Reserve each request's amount, or None for each one its organisation cannot cover."""
-    for request in requests:
-        if request.amount_nanos < 0:
-            raise BillingError("a hold cannot be negative")
     return backend().holds_open(requests)
 
 
@@ -263,13 +269,8 @@ def holds_expire(*, now=None) -> int:
 
 
 # -- asynchronous boundary (the gateway) ----------------------------------------------------------
-def _writer():
-    backend_ = backend()
-    return backend_.writer() if hasattr(backend_, "writer") else None
-
-
 async def _hold_open(request: HoldRequest) -> HeldFunds | None:
-    writer = _writer()
+    writer = backend().writer()
     if writer is not None:
         return await writer.hold(request)
     [hold] = await run_db(holds_open, [request])
@@ -280,8 +281,6 @@ async def ahold_open(*, org_id: int, request_id: str, amount_nanos: int) -> Held
     """As balance_hold, from async code. A caller cancelled while its hold is being written (the
     client left) does not wait for it: the hold is released as soon as it is written."""
     request = HoldRequest(org_id, request_id, amount_nanos)
-    if amount_nanos < 0:
-        raise BillingError("a hold cannot be negative")
     task = asyncio.ensure_future(_hold_open(request))
     try:
         hold = await asyncio.shield(task)
@@ -296,7 +295,7 @@ async def ahold_open(*, org_id: int, request_id: str, amount_nanos: int) -> Held
 async def ahold_settle(*, hold: HeldFunds, usage: UsageRecord) -> Settled:
     """As hold_settle, from async code."""
     _check_costs([(hold, usage)])
-    writer = _writer()
+    writer = backend().writer()
     if writer is not None:
         return await writer.settle(hold, usage)
     return await run_db(hold_settle, hold=hold, usage=usage)
@@ -321,10 +320,9 @@ def _release_when_written(task: asyncio.Future) -> None:
 async def enable_for_running_loop() -> None:
     """ASGI lifespan startup: on Postgres (unless RUAPI_BATCHED_LEDGER is off) this loop's holds and
     settlements are batched on its own connection pools, closed at shutdown."""
-    if settings.RUAPI_BATCHED_LEDGER and hasattr(backend(), "writer"):
+    if settings.RUAPI_BATCHED_LEDGER:
         await backend().writer_open()
 
 
 async def close_for_running_loop() -> None:
-    if hasattr(backend(), "writer"):
-        await backend().writer_close()
+    await backend().writer_close()

@@ -29,7 +29,7 @@ def run_with_writer(scenario):
         await boundary.enable_for_running_loop()
         writer = boundary.backend().writer()
         try:
-            return await scenario(writer), writer.stats
+            return await scenario(writer), writer.stats if writer else None
         finally:
             await boundary.close_for_running_loop()
 
@@ -135,3 +135,22 @@ def test_holds_commit_asynchronously_and_settlements_synchronously():
 
     settings, _ = run_with_writer(scenario)
     assert settings == {"hold": "off", "settle": "on"}
+
+
+def test_without_batching_the_same_statements_run_one_request_at_a_time(settings):
+    # given: RUAPI_BATCHED_LEDGER off: the server's loop gets no writer
+    settings.RUAPI_BATCHED_LEDGER = False
+    org = funded_org("Acme", usd=1)
+
+    async def scenario(writer):
+        assert writer is None
+        hold = await ahold_open(org_id=org.id, request_id="solo", amount_nanos=USD // 2)
+        return await ahold_settle(hold=hold, usage=record(org, "solo", USD // 4))
+
+    # when
+    settled, _ = run_with_writer(scenario)
+    # then
+    assert UsageEvent.objects.get(request_id="solo").pk == settled.event_id
+    balance = balance_get(org_id=org.id)
+    assert (balance.balance_nanos, balance.held_nanos) == (USD - USD // 4, 0)
+    assert ledger_reconcile() == []
