@@ -98,7 +98,7 @@ from django.conf import settings
 pool = settings.DATABASES["default"].get("OPTIONS", {}).get("pool")
 pool_size = pool.get("max_size", 1) if isinstance(pool, dict) else 1
 try:
-    from billing.services import batched
+    from billing.services import holds_pg as batched
 except ImportError:
     ledger = 0
 else:
@@ -163,7 +163,7 @@ class SoakBench(run.Bench):
     def connection_budget(self, env: dict[str, str]) -> dict:
         """Postgres connections one gateway process may hold, as the code under test configures them:
         the ORM pool's max_size, plus the batched ledger writer's own connections where it exists
-        (billing/services/batched.py: MAX_INFLIGHT per kind, holds and settlements)."""
+        (billing/services/holds_pg.py: MAX_INFLIGHT per kind, holds and settlements)."""
         result = subprocess.run(
             [self.python, "-c", BUDGET_CODE], cwd=self.gateway_dir, env=env, capture_output=True, text=True,
             timeout=120, check=False,

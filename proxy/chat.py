@@ -18,7 +18,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from accounts.keycache import KeyContext
-from billing.models import Hold
+from billing.services import HeldFunds
 from catalog.snapshot import ModelSpec, RouteSpec
 from proxy import metering
 from proxy.auth import authenticate
@@ -164,7 +164,7 @@ class ChatExchange(Exchange):
     """
 
     def __init__(
-        self, call: Call, key: KeyContext, spec: ModelSpec, body: dict, hold: Hold, *, input_estimate: int
+        self, call: Call, key: KeyContext, spec: ModelSpec, body: dict, hold: HeldFunds, *, input_estimate: int
     ) -> None:
         super().__init__(call, key, spec, hold)
         self.body = body

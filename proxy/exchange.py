@@ -16,7 +16,7 @@ from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 
 from accounts.keycache import KeyContext
-from billing.models import Hold
+from billing.services import HeldFunds
 from catalog.snapshot import ModelSpec, RouteSpec
 from proxy import metering
 from proxy.responses import Call, error_response
@@ -46,7 +46,7 @@ class Exchange:
     router: Router = router
     CLIENT_GONE_STATUS = 499  # the usage event's status for a client that left before any answer (nginx's)
 
-    def __init__(self, call: Call, key: KeyContext, spec: ModelSpec, hold: Hold) -> None:
+    def __init__(self, call: Call, key: KeyContext, spec: ModelSpec, hold: HeldFunds) -> None:
         self.call = call
         self.key = key
         self.spec = spec

@@ -19,23 +19,15 @@ import logging
 from dataclasses import dataclass
 
 from accounts.keycache import KeyContext
-from billing.models import Hold
+from billing.models import UsageEvent
 from billing.money import TokenCounts, TokenPrices, cost_for
-from billing.services import (
-    InsufficientBalanceError,
-    UsageRecord,
-    balance_hold,
-    batched,
-    hold_release,
-    hold_settle,
-)
+from billing.services import HeldFunds, InsufficientBalanceError, UsageRecord, ahold_open, ahold_settle
 from catalog.snapshot import ModelSpec, RouteSpec
 from proxy import limits
 from proxy.responses import Call
 from proxy.translate.errors import ErrorKind, GatewayError
 from proxy.translate.reasoning import EFFORT_BUDGETS, VISIBLE_RESERVE_TOKENS
 from proxy.translate.usage import Usage, bound_prompt_tokens
-from ruapi.db import run_db
 from usage.live import usage_event_publish
 
 logger = logging.getLogger(__name__)
@@ -175,7 +167,7 @@ def choices_of(body: dict) -> int:
     return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
 
 
-async def hold_open(call: Call, key: KeyContext, amount_nanos: int, *, tokens: int | None = None) -> Hold:
+async def hold_open(call: Call, key: KeyContext, amount_nanos: int, *, tokens: int | None = None) -> HeldFunds:
     """Admit the request or refuse it: rate limits (429) and spend caps (402) from proxy/limits.py,
     then reserve its maximum cost or refuse it with 402 (PROTOCOLS §5.4).
 
@@ -192,20 +184,8 @@ async def hold_open(call: Call, key: KeyContext, amount_nanos: int, *, tokens: i
             raise
         call.extra_headers.update(headers)
     try:
-        writer = batched.writer()
-        if writer is not None:
-            hold = await writer.hold(org_id=key.org_id, request_id=call.request_id, amount_nanos=amount_nanos)
-        else:
-            task = asyncio.ensure_future(
-                run_db(balance_hold, org_id=key.org_id, request_id=call.request_id, amount_nanos=amount_nanos)
-            )
-            try:
-                hold = await asyncio.shield(task)
-            except asyncio.CancelledError:
-                # The client left while its hold was being written (a thread goes on): release it once
-                # it is, as the batched writer does, instead of leaving it until RUAPI_HOLD_TTL.
-                task.add_done_callback(_release_when_written)
-                raise
+        # A client that leaves while its hold is being written: the boundary releases it once written.
+        hold = await ahold_open(org_id=key.org_id, request_id=call.request_id, amount_nanos=amount_nanos)
     except BaseException as exc:
         # Not spent after all (no balance, the database is gone, the client left): give the
         # reservation back to the spend caps.
@@ -215,17 +195,6 @@ async def hold_open(call: Call, key: KeyContext, amount_nanos: int, *, tokens: i
         raise
     call.spend_ticket = ticket  # settle() hands it back to the spend caps (Call is a plain dataclass)
     return hold
-
-
-_releases: set[asyncio.Task] = set()
-
-
-def _release_when_written(task: asyncio.Future) -> None:
-    if task.cancelled() or task.exception() is not None:
-        return
-    release = asyncio.get_running_loop().create_task(run_db(hold_release, hold=task.result()))
-    _releases.add(release)
-    release.add_done_callback(_releases.discard)
 
 
 @dataclass
@@ -243,7 +212,7 @@ class Outcome:
     ttfb_ms: int | None = None
 
 
-def billable_nanos(call: Call, hold: Hold, outcome: Outcome) -> int:
+def billable_nanos(call: Call, hold: HeldFunds, outcome: Outcome) -> int:
     """The money rule: the debit is the cost, never more than the hold. Above it (an upstream reporting
     beyond the request's caps, or a hold that missed a multiplier) the hold is billed, the usage is
     marked estimated and a warning names the request and the figures."""
@@ -261,7 +230,7 @@ def billable_nanos(call: Call, hold: Hold, outcome: Outcome) -> int:
     return hold.amount_nanos
 
 
-async def settle(call: Call, key: KeyContext, hold: Hold, spec: ModelSpec, outcome: Outcome) -> int:
+async def settle(call: Call, key: KeyContext, hold: HeldFunds, spec: ModelSpec, outcome: Outcome) -> int:
     """Debit and record once; shielded so a cancelled (disconnected) request still completes it.
 
     Returns what was debited: `outcome.cost_nanos` capped at the hold (`billable_nanos`).
@@ -307,13 +276,10 @@ async def settle(call: Call, key: KeyContext, hold: Hold, spec: ModelSpec, outco
     return cost
 
 
-async def _settle_and_publish(record, hold: Hold, key: KeyContext, ticket: limits.SpendTicket | None) -> None:
-    writer = batched.writer()
-    if writer is not None:
-        event = await writer.settle(hold=hold, usage=record)
-    else:
-        event = await run_db(hold_settle, hold=hold, usage=record)
+async def _settle_and_publish(record, hold: HeldFunds, key: KeyContext, ticket: limits.SpendTicket | None) -> None:
+    settled = await ahold_settle(hold=hold, usage=record)
     # After the commit: the spend caps re-read from the database can no longer miss this cost.
     await limits.spend_settle(ticket, record.cost_nanos)
     # The live feed (issue 6): a fire-and-forget group_send after the commit; never awaited here.
+    event = UsageEvent(id=settled.event_id, created_at=settled.created_at, **record.__dict__)  # not saved: shown
     usage_event_publish(event, key_prefix=key.key_prefix)

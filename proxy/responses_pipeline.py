@@ -10,7 +10,7 @@ import logging
 from django.http import HttpRequest, HttpResponse
 
 from accounts.keycache import KeyContext
-from billing.models import Hold
+from billing.services import HeldFunds
 from catalog.snapshot import ModelSpec, RouteSpec
 from proxy import metering
 from proxy.auth import authenticate
@@ -74,7 +74,7 @@ class ResponsesExchange(ChatExchange):
         key: KeyContext,
         spec: ModelSpec,
         body: dict,
-        hold: Hold,
+        hold: HeldFunds,
         *,
         input_estimate: int,
         items: list[dict],

@@ -273,9 +273,9 @@ async def http_app(scope, receive, send):
 
 async def lifespan_app(scope, receive, send):
     """Accept the server's lifespan protocol (Django itself rejects it): this loop batches its ledger
-    writes (billing/services/batched.py); on exit, pending stored-response writes finish and upstream
+    writes (billing/services/holds.py); on exit, pending stored-response writes finish and upstream
     pools and ledger connections close."""
-    from billing.services import batched
+    from billing.services import holds
     from proxy.response_store import responses_store_drain
     from proxy.router import router
     from proxy.upstreams.http import close_sessions
@@ -283,13 +283,13 @@ async def lifespan_app(scope, receive, send):
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
-            batched.enable_for_running_loop()
+            await holds.enable_for_running_loop()
             router.watch()  # the shared circuit-breaker state, read in the background (proxy/router.py)
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await responses_store_drain()  # stored responses still being written (proxy/response_store.py)
             await close_sessions()
-            await batched.close_for_running_loop()
+            await holds.close_for_running_loop()
             observability.process_exited()
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -317,7 +317,8 @@ RUAPI_AUTH_FAIL_WINDOW = env_float("RUAPI_AUTH_FAIL_WINDOW", 60.0)
 # A hold expires (and is released by a task) after this many seconds.
 RUAPI_HOLD_TTL = env_int("RUAPI_HOLD_TTL", 3600)
 # Holds and settlements of the server's requests batched into one Postgres statement each per
-# event loop (billing/services/batched.py); off = one statement per request through the ORM pool.
+# event loop (billing/services/holds_pg.py); off = the same statements one request at a time
+# through the ORM thread pool (run_db). SQLite always uses the ORM backend.
 RUAPI_BATCHED_LEDGER = env_bool("RUAPI_BATCHED_LEDGER", True)
 # Usage (issue 6): raw usage events are deleted after this many days; rollups are kept forever.
 RUAPI_USAGE_EVENT_RETENTION_DAYS = env_int("RUAPI_USAGE_EVENT_RETENTION_DAYS", 90)

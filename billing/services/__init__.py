@@ -1,6 +1,7 @@
 """Every write to billing data, split by sub-domain (STYLE.md); import from here.
 
-ledger        balances, ledger entries, holds, usage events, promotions, adjustments, reconcile
+ledger        balances, ledger entries, promotions, adjustments, reconcile
+holds         the money boundary of a request: holds, settlements (usage events), releases
 payments      Stripe customers, Checkout top-ups and card setup, payment state -> ledger
 webhooks      Stripe webhook receipt and processing ({event type: handler})
 recharge      auto-recharge of a saved card
@@ -8,20 +9,29 @@ notifications low/zero-balance and other billing emails
 invoices      monthly invoices (HTML + PDF), postpaid Stripe invoices
 """
 
+from billing.services.holds import (
+    HeldFunds,
+    Settled,
+    UsageRecord,
+    ahold_open,
+    ahold_release,
+    ahold_settle,
+    balance_hold,
+    hold_release,
+    hold_settle,
+    holds_expire,
+    holds_open,
+    holds_settle,
+)
 from billing.services.invoices import invoice_create, invoice_email, invoices_generate, previous_month
 from billing.services.ledger import (
     BillingError,
     Drift,
     InsufficientBalanceError,
-    UsageRecord,
     balance_adjust,
     balance_credit,
     balance_ensure,
     balance_get,
-    balance_hold,
-    hold_release,
-    hold_settle,
-    holds_expire,
     ledger_append,
     ledger_reconcile,
     promo_grant,
@@ -51,11 +61,16 @@ __all__ = [
     "STRIPE_OFF_MESSAGE",
     "BillingError",
     "Drift",
+    "HeldFunds",
     "InsufficientBalanceError",
+    "Settled",
     "StripeDisabledError",
     "TopUpAmountError",
     "UsageRecord",
     "WebhookSignatureError",
+    "ahold_open",
+    "ahold_release",
+    "ahold_settle",
     "auto_recharge_configure",
     "auto_recharge_run",
     "auto_recharge_scan",
@@ -72,6 +87,8 @@ __all__ = [
     "hold_release",
     "hold_settle",
     "holds_expire",
+    "holds_open",
+    "holds_settle",
     "invoice_create",
     "invoice_email",
     "invoices_generate",

@@ -1,22 +1,16 @@
-"""Every write to balances, the ledger, holds and usage events.
+"""Balances and the ledger: credits, debits, promotions, adjustments, reconcile.
 
-Concurrency: a hold is one conditional UPDATE (the sufficient-balance test in the WHERE, F() in
-the SET) plus a rows-affected check — safe on Postgres and on SQLite, where select_for_update does
-nothing. State changes of a hold are conditional UPDATEs too, so a request is billed exactly once
-even if settle runs twice or races the expiry task.
+Holds, settlements and usage events (the request path's money) are billing/services/holds.py.
 """
 
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from billing.models import Balance, Hold, LedgerEntry, UsageEvent
-from billing.services import fastpath
+from billing.models import Balance, LedgerEntry
 
 Kind = LedgerEntry.Kind
 
@@ -165,124 +159,6 @@ def promos_expire(*, now=None) -> int:
 def balance_get(*, org_id: int) -> Balance:
     balance_ensure(org_id=org_id)
     return Balance.objects.get(org_id=org_id)
-
-
-@transaction.atomic
-def balance_hold(*, org_id: int, request_id: str, amount_nanos: int) -> Hold:
-    """Reserve `amount_nanos` for a request, or raise InsufficientBalanceError. Nothing is debited yet."""
-    if amount_nanos < 0:
-        raise BillingError("a hold cannot be negative")
-    if fastpath.is_available():
-        hold = fastpath.hold_create(org_id=org_id, request_id=request_id, amount_nanos=amount_nanos)
-        if hold is None:
-            raise InsufficientBalanceError("Insufficient balance: top up to continue.")
-        return hold
-    # balance + credit limit >= held + amount; the credit limit is zero unless the org is postpaid.
-    reserved = Balance.objects.filter(
-        org_id=org_id, balance_nanos__gte=F("held_nanos") + amount_nanos - F("credit_limit_nanos")
-    ).update(held_nanos=F("held_nanos") + amount_nanos)
-    if not reserved:
-        raise InsufficientBalanceError("Insufficient balance: top up to continue.")
-    return Hold.objects.create(
-        org_id=org_id,
-        request_id=request_id,
-        amount_nanos=amount_nanos,
-        expires_at=timezone.now() + timedelta(seconds=settings.RUAPI_HOLD_TTL),
-    )
-
-
-@dataclass(frozen=True)
-class UsageRecord:
-    """What the gateway measured for one request (token counts from the upstream, or estimated)."""
-
-    request_id: str
-    org_id: int
-    api_key_id: int | None
-    endpoint: str
-    model: str
-    client_protocol: str
-    status_code: int
-    provider: str = ""
-    upstream_model: str = ""
-    upstream_protocol: str = ""
-    is_stream: bool = False
-    error_type: str = ""
-    input_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-    output_tokens: int = 0
-    reasoning_tokens: int = 0
-    web_search_requests: int = 0
-    web_fetch_requests: int = 0
-    units: float | int = 0
-    is_estimated: bool = False
-    price_id: int | None = None
-    cost_nanos: int = 0
-    attempts: int = 1
-    latency_ms: int = 0
-    ttfb_ms: int | None = None
-    source: str = "api"  # UsageEvent.Source
-    user_id: int | None = None  # the dashboard user, for playground requests
-
-
-def hold_settle(*, hold: Hold, usage: UsageRecord) -> UsageEvent:
-    """Debit the actual cost, release the rest of the hold, and write the one usage event.
-
-    Idempotent on the request id: a second call returns the first event and debits nothing
-    (two racing calls: the unique constraints on the usage event and the usage ledger entry
-    roll the loser back). A hold that already expired (released by the task) is still billed —
-    a debit is never lost; the cost may then exceed what was reserved.
-    """
-    if usage.cost_nanos < 0:
-        raise BillingError("a cost cannot be negative")
-    try:
-        if fastpath.is_available():
-            return fastpath.hold_settle(hold=hold, event=UsageEvent(**usage.__dict__), cost_nanos=usage.cost_nanos)
-        return _hold_settle(hold, usage)
-    except IntegrityError:
-        existing = UsageEvent.objects.filter(request_id=usage.request_id).first()
-        if existing is None:
-            raise
-        return existing
-
-
-@transaction.atomic
-def _hold_settle(hold: Hold, usage: UsageRecord) -> UsageEvent:
-    existing = UsageEvent.objects.filter(request_id=usage.request_id).first()
-    if existing is not None:
-        return existing
-    was_pending = Hold.objects.filter(pk=hold.pk, status=Hold.Status.PENDING).update(status=Hold.Status.SETTLED)
-    if not was_pending:
-        Hold.objects.filter(pk=hold.pk).update(status=Hold.Status.SETTLED)
-    release = hold.amount_nanos if was_pending else 0
-    if release or usage.cost_nanos:
-        Balance.objects.filter(org_id=hold.org_id).update(
-            held_nanos=F("held_nanos") - release, balance_nanos=F("balance_nanos") - usage.cost_nanos
-        )
-    if usage.cost_nanos:
-        LedgerEntry.objects.create(
-            org_id=hold.org_id,
-            kind=LedgerEntry.Kind.USAGE,
-            amount_nanos=-usage.cost_nanos,
-            request_id=usage.request_id,
-            description=f"{usage.model} ({usage.endpoint})",
-        )
-    return UsageEvent.objects.create(**usage.__dict__)
-
-
-def holds_expire(*, now=None) -> int:
-    """Release pending holds past their expiry (left by crashed processes). Returns how many."""
-    now = now or timezone.now()
-    return sum(hold_release(hold=hold) for hold in Hold.objects.filter(status=Hold.Status.PENDING, expires_at__lt=now))
-
-
-@transaction.atomic
-def hold_release(*, hold: Hold) -> bool:
-    """Give a pending hold's money back without debiting anything (False if it was not pending)."""
-    if not Hold.objects.filter(pk=hold.pk, status=Hold.Status.PENDING).update(status=Hold.Status.RELEASED):
-        return False
-    Balance.objects.filter(org_id=hold.org_id).update(held_nanos=F("held_nanos") - hold.amount_nanos)
-    return True
 
 
 @dataclass(frozen=True)

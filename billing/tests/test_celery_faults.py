@@ -32,8 +32,7 @@ from django.db import connection
 
 from billing.models import Balance, BillingProfile, Invoice, LedgerEntry, Payment, StripeEvent
 from billing.money import usd_to_nanos
-from billing.services import balance_hold, hold_settle, topup_create
-from billing.services.ledger import UsageRecord
+from billing.services import UsageRecord, balance_hold, hold_settle, topup_create
 from billing.tests.conftest import WEBHOOK_SECRET
 from billing.tests.factories import org_with
 from proxy.tests.reliability.faults import (

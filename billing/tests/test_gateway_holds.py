@@ -77,9 +77,9 @@ def test_expired_holds_are_released_by_the_task():
     org = org_with("Acme", usd="1")
     stale = balance_hold(org_id=org.id, request_id="crashed", amount_nanos=TEN_CENTS * 3)
     fresh = balance_hold(org_id=org.id, request_id="in-flight", amount_nanos=TEN_CENTS)
-    Hold.objects.filter(pk=stale.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    Hold.objects.filter(pk=stale.id).update(expires_at=timezone.now() - timedelta(seconds=1))
     assert expire_holds.apply().get() == 1
     assert expire_holds.apply().get() == 0
     assert dict(Hold.objects.values_list("request_id", "status")) == {"crashed": "released", "in-flight": "pending"}
     assert Balance.objects.get(org_id=org.id).held_nanos == TEN_CENTS
-    assert fresh.status == "pending"
+    assert Hold.objects.get(pk=fresh.id).status == "pending"

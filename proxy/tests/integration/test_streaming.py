@@ -1,6 +1,6 @@
 """Streaming through the official SDKs' helpers, all four combinations: text, framing, usage (G5) and billing."""
 
-import time
+import asyncio
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -245,13 +245,13 @@ def _slow_settle(monkeypatch):
     """Make the debit take a while, so a stream that ends before it was written is caught."""
     import proxy.metering
 
-    original = proxy.metering.hold_settle
+    original = proxy.metering.ahold_settle
 
-    def slow(**kwargs):
-        time.sleep(SETTLE_DELAY)
-        return original(**kwargs)
+    async def slow(**kwargs):
+        await asyncio.sleep(SETTLE_DELAY)
+        return await original(**kwargs)
 
-    monkeypatch.setattr(proxy.metering, "hold_settle", slow)
+    monkeypatch.setattr(proxy.metering, "ahold_settle", slow)
 
 
 @pytest.mark.parametrize(

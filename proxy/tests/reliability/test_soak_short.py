@@ -242,11 +242,11 @@ class DbConnections:
 
 def connection_budget() -> int:
     """Connections this process may hold: the ORM pool's max_size, plus the batched ledger writer's
-    own connections (2 kinds × MAX_INFLIGHT) where billing/services/batched.py exists."""
+    own connections (2 kinds × MAX_INFLIGHT) where billing/services/holds_pg.py exists."""
     pool = settings.DATABASES["default"].get("OPTIONS", {}).get("pool")
     budget = pool.get("max_size", 1) if isinstance(pool, dict) else 1
     try:
-        from billing.services import batched
+        from billing.services import holds_pg as batched
     except ImportError:
         return budget
     return budget + (2 * batched.MAX_INFLIGHT if getattr(settings, "RUAPI_BATCHED_LEDGER", True) else 0)
