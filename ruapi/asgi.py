@@ -97,6 +97,8 @@ class PublicAPIHandler(LeanASGIHandler):
             request.close()
             await self.send_refusal(refusal, send)
             return
+        # A client that hangs up cancels the view; a stream's `finally` then settles what was
+        # produced and closes the upstream (proxy/exchange.py) before serve() returns.
         await self.serve(request, receive, send)
 
 

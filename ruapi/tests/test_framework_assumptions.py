@@ -7,6 +7,7 @@ The last tests show the checks themselves fail on a broken stand-in.
 """
 
 import asyncio
+import contextlib
 import inspect
 import tempfile
 from contextlib import aclosing
@@ -328,14 +329,16 @@ class FakeTransport(asyncio.Transport):
 async def test_uvicorn_protocol_state_behaves_as_relied_on():
     """A real request through the guard's uvicorn base: each accessor reads what the guard expects."""
     seen = {}
-    release = asyncio.Event()
+    received, release, sent = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     async def app(scope, receive, send):
         seen["scope"] = scope
         seen["body"] = (await receive())["body"]
+        received.set()
         await release.wait()
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
+        sent.set()
 
     config = Config(app=app, http=GuardedHttpToolsProtocol, lifespan="off", log_level="warning")
     state = ServerState()
@@ -351,11 +354,13 @@ async def test_uvicorn_protocol_state_behaves_as_relied_on():
     protocol.data_received(
         b"POST /v1/x?q=1 HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.2.3.4\r\nContent-Length: 3\r\n\r\nabc"
     )
-    await asyncio.sleep(0.01)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(received.wait(), 5)
+    assert received.is_set(), f"the request never reached the application through uvicorn's cycle: {UVICORN_HTTP}"
     problems = []
     if protocol.request_target() != b"/v1/x?q=1":
         problems.append(f"url is {protocol.request_target()!r}")
-    if protocol.request_headers() is not seen.get("scope", {}).get("headers"):
+    if protocol.request_headers() is not seen["scope"]["headers"]:
         problems.append("headers is no longer the scope's list (the X-Forwarded-For removal would not show)")
     if any(name == b"x-forwarded-for" for name, _ in seen["scope"]["headers"]):
         problems.append("X-Forwarded-For reached the application (headers edited after the task started?)")
@@ -369,7 +374,8 @@ async def test_uvicorn_protocol_state_behaves_as_relied_on():
     ):
         problems.append(f"STATUS_LINE / default_headers: {refusal!r}")
     release.set()
-    await asyncio.sleep(0.01)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(sent.wait(), 5)
     if not protocol.response_complete() or not transport.written.startswith(b"HTTP/1.1 200"):
         problems.append("the response did not complete through uvicorn's cycle")
     protocol.set_client_host("192.0.2.1")
