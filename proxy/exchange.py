@@ -23,6 +23,7 @@ from proxy.responses import Call, error_response
 from proxy.router import Router, Slot, router
 from proxy.translate.errors import ErrorKind, GatewayError, upstream_http_error
 from ruapi import observability
+from ruapi.compat.django_asgi import async_stream_source
 
 HOLD_TTL_MARGIN_SECONDS = 60  # a request ends this long before its hold could expire (at most a tenth of the TTL)
 
@@ -187,7 +188,7 @@ class Exchange:
         if isinstance(response, StreamingHttpResponse) and response.is_async:
             # The view's own generator (whose `finally` settles a started stream) besides Django's
             # make_bytes wrapper around it: closing the wrapper does not close what it iterates.
-            source = response._iterator
+            source = async_stream_source(response)
             response.streaming_content = StreamGuard(response.streaming_content, source, slot, self)
         else:
             slot.release()

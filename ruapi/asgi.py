@@ -2,16 +2,15 @@
 
 HTTP under /v1/ goes to a Django handler built with settings.API_MIDDLEWARE only: the dashboard's
 middleware is sync-style and would cost every proxied request several thread hops. That handler
-also skips the per-request thread machinery of Django's ASGIHandler (see PublicAPIHandler).
+also skips the per-request thread machinery of Django's ASGIHandler (ruapi/compat/django_asgi.py).
 """
 
-import asyncio
 import logging
 import os
 import tempfile
-from contextlib import suppress
 
 import orjson
+from asgiref.sync import markcoroutinefunction
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ruapi.settings")
 
@@ -24,60 +23,54 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.core.exceptions import RequestAborted, RequestDataTooBig  # noqa: E402
-from django.core.handlers.asgi import ASGIHandler, get_script_prefix  # noqa: E402
-from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
-from django.test.utils import override_settings  # noqa: E402
-from django.urls import set_script_prefix  # noqa: E402
 
 from proxy.translate.errors import ErrorKind, GatewayError, openai_error_body  # noqa: E402
 from ruapi import db, lifecycle, observability  # noqa: E402
+from ruapi.compat.django_asgi import LeanASGIHandler, read_body_bounded, use_script_prefix  # noqa: E402
 from ruapi.observability import ObservedAPI  # noqa: E402
 from ruapi.routing import websocket_urlpatterns  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 
-class PublicAPIHandler(ASGIHandler):
-    """Django's ASGI handler with the lean API middleware stack and no per-request threads.
+class AllowedHost:
+    """ALLOWED_HOSTS for /v1, the outermost layer of its (otherwise empty) middleware stack.
 
-    Django's `ASGIHandler.__call__` enters a `ThreadSensitiveContext` and dispatches
-    `request_started` / `request_finished` with `asend`, whose sync receivers (reset_queries,
-    close_old_connections, close_caches) and the final `sync_to_async(response.close)` each run in
-    that context's new one-thread executor — two OS threads started and joined per request (asgiref
-    3.13), ~0.5–1 ms of event-loop CPU and TTFB (bench/results/profile-S2.md, profile-S3.md).
-
-    None of that has work to do here: /v1 never touches the ORM on the event-loop thread (every
-    query goes through `ruapi.db.run_db`, which hands its connection back after each call), so the
-    loop thread has no connection to check or queries to reset, and no Django cache either. So this
-    handler reads the body, builds the `ASGIRequest` and awaits `get_response_async` like Django, but
-    without the context and the signals; it keeps Django's disconnect handling and its exception
-    conversion (ninja's own handler answers protocol-shaped 500s before that).
+    The dashboard gets it from CommonMiddleware's request.get_host(). /v1 builds no absolute URLs,
+    but the setting is the operator's list of names this site answers to (DNS rebinding); a bad Host
+    gets Django's usual 400 (DisallowedHost through convert_exception_to_response). A few µs.
     """
 
-    def load_middleware(self, is_async=False):
-        with override_settings(MIDDLEWARE=settings.API_MIDDLEWARE):
-            super().load_middleware(is_async=is_async)
-        # ALLOWED_HOSTS: the dashboard gets it from CommonMiddleware's request.get_host(); /v1 has no
-        # middleware, so check it here as the outermost layer (a few µs). /v1 builds no absolute
-        # URLs, but the setting is the operator's list of names this site answers to (DNS
-        # rebinding), and a bad Host gets Django's usual 400 through convert_exception_to_response.
-        inner = self._middleware_chain
+    sync_capable = False
+    async_capable = True
 
-        async def validate_host(request):
-            request.get_host()
-            return await inner(request)
+    def __init__(self, get_response):
+        self.get_response = get_response
+        markcoroutinefunction(self)
 
-        self._middleware_chain = convert_exception_to_response(validate_host)
+    async def __call__(self, request):
+        request.get_host()
+        return await self.get_response(request)
 
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
-        await self.handle(scope, receive, send)  # no ThreadSensitiveContext (see the class docstring)
+
+class PublicAPIHandler(LeanASGIHandler):
+    """Django's ASGI handler for /v1: the lean API middleware stack, no per-request threads or request
+    signals (ruapi/compat/django_asgi.py says why and what that relies on), and the caller admitted
+    from its headers before its body is read (issue 12).
+
+    /v1 never touches the ORM on the event-loop thread (every query goes through `ruapi.db.run_db`,
+    which hands its connection back after each call), so the request signals' receivers have nothing
+    to do here; Django's disconnect handling and exception conversion are kept (ninja's own handler
+    answers protocol-shaped 500s before that).
+    """
+
+    def middleware(self) -> list[str]:
+        return ["ruapi.asgi.AllowedHost", *settings.API_MIDDLEWARE]
 
     async def handle(self, scope, receive, send):
-        """ASGIHandler.handle minus request_started/request_finished and sync_to_async(close), with the
-        caller authenticated from its headers before any of its body is read, and the body bounded."""
-        set_script_prefix(get_script_prefix(scope))
+        """The request built from its headers, the caller authenticated before any of its body is read,
+        and the body bounded; then served as Django does (LeanASGIHandler.serve)."""
+        use_script_prefix(scope)
         # The body goes into Django's spooled file (in memory up to FILE_UPLOAD_MAX_MEMORY_SIZE, then
         # on disk), but only once the request was admitted, and never past RUAPI_MAX_BODY_BYTES.
         body_file = tempfile.SpooledTemporaryFile(  # noqa: SIM115 (closed with the request: request.close())
@@ -86,8 +79,7 @@ class PublicAPIHandler(ASGIHandler):
         request, error_response = self.create_request(scope, body_file)  # the request reads no body yet
         if request is None:
             body_file.close()
-            await self.send_response(error_response, send)
-            close_response(error_response)
+            await self.send_refusal(error_response, send)
             return
         refusal = await admit_before_body(request)
         if refusal is None:
@@ -103,62 +95,11 @@ class PublicAPIHandler(ASGIHandler):
             # (ruapi/server.py) closes a connection whose request body was not read to its end.
             refusal["connection"] = "close"
             request.close()
-            await self.send_response(refusal, send)
-            close_response(refusal)
+            await self.send_refusal(refusal, send)
             return
-        # As Django: the response is produced and sent in a task while another waits for
-        # http.disconnect; a client that hangs up cancels the first, so a view still waiting for
-        # its upstream, or a stream between two chunks, stops there and its `finally` runs (the
-        # stream settles what was produced and closes the upstream). Tasks, not threads.
-        tasks = (
-            asyncio.create_task(self.listen_for_disconnect(receive)),
-            asyncio.create_task(self.respond(request, send)),
-        )
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()  # a no-op for the one that finished
-            if not all(task.done() for task in tasks):
-                await asyncio.wait(tasks)  # a cancelled stream runs its `finally` (settlement) first
-            request.close()  # the body file and uploads, also when no response was made
-        for task in tasks:
-            # RequestAborted: the client went away. Anything else (an AssertionError for an
-            # unexpected ASGI message, a stream that raised after the headers were sent) goes to
-            # the server, as with Django.
-            error = None if task.cancelled() else task.exception()
-            if error is not None and not isinstance(error, RequestAborted):
-                raise error
-
-    async def respond(self, request, send):
-        response = await self.run_get_response(request)
-        try:
-            await self.send_response(response, send)
-        finally:
-            if response.streaming and response.is_async:
-                # A disconnect usually cancels the stream while it awaits its upstream, and the
-                # CancelledError unwinds every generator (their `finally` runs). If it lands in
-                # send() instead, send_response only closes its own wrapper; close the view's
-                # iterator too, now rather than when the garbage collector finalizes it. (An
-                # iterator wrapping another must close that one itself, e.g. with aclosing.)
-                aclose = getattr(getattr(response, "_iterator", None), "aclose", None)
-                if aclose is not None:
-                    await aclose()
-            close_response(response)
-
-
-def close_response(response) -> None:
-    """HttpResponseBase.close() without its request_finished signal (whose receivers need a thread).
-
-    The closers are the response's file-likes and `request.close` (added by get_response_async):
-    plain close() calls that don't block. A sync streaming iterator would be closed here as well,
-    but /v1 streams are async generators (closed in `respond`).
-    """
-    for closer in response._resource_closers:
-        with suppress(Exception):
-            closer()
-    response._resource_closers.clear()
-    response.closed = True
+        # A client that hangs up cancels the view; a stream's `finally` then settles what was
+        # produced and closes the upstream (proxy/exchange.py) before serve() returns.
+        await self.serve(request, receive, send)
 
 
 def has_body(scope) -> bool:
@@ -205,25 +146,6 @@ async def admit_before_body(request):
     if length.isdigit() and int(length) > settings.RUAPI_MAX_BODY_BYTES:
         return body_refusal(request, GatewayError(ErrorKind.REQUEST_TOO_LARGE, "Request body is too large."))
     return None
-
-
-async def read_body_bounded(receive, body_file, limit: int) -> None:
-    """Django's ASGIHandler.read_body into `body_file`, stopping with RequestDataTooBig as soon as more
-    than `limit` bytes arrived (a chunked body declares no length): nothing past it is kept."""
-    received = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise RequestAborted()
-        chunk = message.get("body", b"")
-        received += len(chunk)
-        if received > limit:
-            raise RequestDataTooBig()
-        if chunk:
-            body_file.write(chunk)
-        if not message.get("more_body", False):
-            break
-    body_file.seek(0)
 
 
 api_app = PublicAPIHandler()

@@ -28,7 +28,8 @@ handled here (proxy/tests/reliability/test_infra_faults.py takes the database aw
   connection with exponential back-off (1, 2, 4, 8 … s, until `reconnect_timeout`) and keeps
   waiting that out after the database is back: after a long outage, no connection for about as
   long again. When the direct connection works again but the pool, after connection errors, has
-  none to give, new calls get a fresh pool; the old one is closed after its own timeout.
+  none to give, new calls get a fresh pool; the old one is closed after its own timeout (Django has
+  no public API for that: ruapi/compat/django_db.py).
 """
 
 import contextlib
@@ -45,6 +46,8 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, close_old_connections, connections
 from django.db.backends.signals import connection_created
+
+from ruapi.compat import django_db
 
 logger = logging.getLogger(__name__)
 
@@ -140,9 +143,9 @@ def _probe(connection) -> None:
     timeout (its waiting callers keep their chance)."""
     import psycopg
 
-    pool = connection.pool
+    pool = django_db.pool_of(connection)
     try:
-        psycopg.connect(**{**connection.get_connection_params(), "connect_timeout": 1}).close()
+        psycopg.connect(**{**django_db.direct_connect_params(connection), "connect_timeout": 1}).close()
     except Exception as exc:
         reachable = _pool_has_live_connection(pool)
         _pool_state.update(suspect=not reachable, unreachable=not reachable)
@@ -153,9 +156,7 @@ def _probe(connection) -> None:
     stats = pool.get_stats()
     if not stats.get("connections_errors") or stats.get("pool_available"):
         return  # the pool never failed to connect, or has connections again
-    pools = connection._connection_pools  # Django's one pool per alias (see close_pool())
-    if pools.get(connection.alias) is pool:
-        del pools[connection.alias]  # the next connection opens a new pool
+    if django_db.forget_pool(connection, pool):  # the next connection opens a new pool
         closer = threading.Timer(pool.timeout + 5, pool.close)
         closer.daemon = True
         closer.start()

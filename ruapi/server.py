@@ -49,7 +49,7 @@ import functools
 import ipaddress
 from asyncio import TimerHandle, Transport
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from ruapi.compat.uvicorn_http import HttpToolsHooks
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -102,8 +102,10 @@ def forwarded_client(peer: str | None, forwarded_for: list[bytes], networks: tup
     return None
 
 
-class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with head/body deadlines and a head size limit (module docstring)."""
+class GuardedHttpToolsProtocol(HttpToolsHooks):
+    """uvicorn's httptools protocol with head/body deadlines and a head size limit (module docstring).
+
+    It reaches uvicorn's internals only through HttpToolsHooks (ruapi/compat/uvicorn_http.py)."""
 
     def shutdown(self) -> None:
         """uvicorn asks every connection to finish (SIGTERM): the process starts draining (ruapi/lifecycle.py)."""
@@ -186,9 +188,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_body = True
         self._body_payload = 0
         self._body_limit = None
-        if not self.url.startswith(b"/v1/"):
+        if not self.request_target().startswith(b"/v1/"):
             self._body_limit = self.max_body_bytes
-            length = next((value for name, value in self.headers if name == b"content-length"), b"")
+            length = next((value for name, value in self.request_headers() if name == b"content-length"), b"")
             if length.strip().isdigit() and int(length) > self.max_body_bytes:
                 self._in_body = False
                 self._refuse(413, "Request body too large.")
@@ -205,7 +207,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             super().on_body(body)
 
     def on_response_complete(self) -> None:
-        if self._in_body and self.cycle.response_complete and not self.transport.is_closing():
+        if self._in_body and self.response_complete() and not self.transport.is_closing():
             # Answered before the body was read to its end (auth or size refused from the headers):
             # reading the rest would be work for a request that is over, so the connection ends here.
             self._in_body = False
@@ -215,14 +217,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _forwarded_headers(self) -> None:
         """Apply X-Forwarded-For from a trusted proxy, and remove it from every request (module docstring)."""
-        forwarded = [value for name, value in self.headers if name == b"x-forwarded-for"]
+        headers = self.request_headers()
+        forwarded = [value for name, value in headers if name == b"x-forwarded-for"]
         if not forwarded:
             return
-        client = forwarded_client(self.client[0] if self.client else None, forwarded, self.trusted_proxies)
+        client = forwarded_client(self.peer_host(), forwarded, self.trusted_proxies)
         if client is not None:
-            self.scope["client"] = (client, 0)
-        # In place: the scope holds this list.
-        self.headers[:] = [(name, value) for name, value in self.headers if name != b"x-forwarded-for"]
+            self.set_client_host(client)
+        headers[:] = [(name, value) for name, value in headers if name != b"x-forwarded-for"]  # the scope's list
 
     def on_message_complete(self) -> None:
         if not self._in_body:
@@ -236,12 +238,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def _head_size(self) -> int:
-        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers) + 16
+        headers = self.request_headers()
+        return len(self.request_target()) + sum(len(name) + len(value) + 4 for name, value in headers) + 16
 
     # -- deadlines --------------------------------------------------------------------------------
-
-    def _responding(self) -> bool:
-        return self.cycle is not None and not self.cycle.response_complete
 
     def _head_deadline(self) -> None:
         """One timer per connection, re-armed rather than created per request: it checks the head in
@@ -251,7 +251,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         now = self.loop.time()
         started = self._head_started
-        if started is not None and self._reading_head and not self._responding():
+        if started is not None and self._reading_head and not self.response_in_flight():
             if now - started >= self.header_timeout:
                 if self._head_bytes:
                     self._refuse(408, "Request header timeout.")
@@ -268,7 +268,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if not self._in_body or self.transport.is_closing():
             return
         now = self.loop.time()
-        if self.flow.read_paused:  # the application is not reading yet: the silence is ours, not the client's
+        if self.app_paused_reading():  # the application is not reading yet: the silence is ours, not the client's
             self._window_start = now
         remaining = self._window_start + self.body_timeout - now
         if remaining > 0:  # the body is still arriving fast enough
@@ -289,16 +289,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_timers()
         if self.transport.is_closing():
             return
-        if not (self._responding() and self.cycle.response_started):
-            body = message.encode("ascii")
-            head = [STATUS_LINE[status]]
-            for name, value in self.server_state.default_headers:
-                head += [name, b": ", value, b"\r\n"]
-            head += [
-                b"content-type: text/plain; charset=utf-8\r\n",
-                b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
-                b"connection: close\r\n\r\n",
-                body,
-            ]
-            self.transport.write(b"".join(head))
+        if not self.response_started():
+            self.transport.write(self.plain_response(status, message))
         self.transport.close()
