@@ -207,6 +207,7 @@ async def lifespan_app(scope, receive, send):
         if message["type"] == "lifespan.startup":
             await holds.enable_for_running_loop()
             router.watch()  # the shared circuit-breaker state, read in the background (proxy/router.py)
+            lifecycle.heap_freeze()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await responses_store_drain()  # stored responses still being written (proxy/response_store.py)
