@@ -6,12 +6,17 @@ Short socket timeouts: the hot path would rather degrade (see proxy/limits.py) t
 """
 
 import asyncio
+import logging
+import time
 
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
 SOCKET_TIMEOUT_S = 0.5
+REDIS_RETRY_AFTER_S = 5.0
+
+logger = logging.getLogger(__name__)
 _async_clients: dict[int, tuple[asyncio.AbstractEventLoop, aioredis.Redis]] = {}
 _sync_client: redis.Redis | None = None
 
@@ -48,3 +53,23 @@ def reset_clients() -> None:
     global _sync_client
     _async_clients.clear()
     _sync_client = None
+
+
+class RedisBackoff:
+    """When a user of the shared state should try Redis. After a failure it works per process for
+    REDIS_RETRY_AFTER_S (failing open, see proxy/limits.py) instead of waiting on a dead Redis at
+    every request, then tries again."""
+
+    def __init__(self, user: str, meanwhile: str) -> None:
+        self.user, self.meanwhile = user, meanwhile  # for the log line: who, and what it does meanwhile
+        self.down_until = 0.0
+
+    def usable(self) -> bool:
+        return redis_enabled() and time.monotonic() >= self.down_until
+
+    def failed(self, exc: Exception) -> None:
+        self.down_until = time.monotonic() + REDIS_RETRY_AFTER_S
+        logger.warning("%s: Redis unavailable, %s for %ss: %s", self.user, self.meanwhile, REDIS_RETRY_AFTER_S, exc)
+
+    def reset(self) -> None:
+        self.down_until = 0.0

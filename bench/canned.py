@@ -320,8 +320,8 @@ def write_nginx(params: UpstreamParams, var_dir: Path = VAR_DIR) -> Path:
 # -- request bodies -----------------------------------------------------------------------------
 
 
-def request_body(protocol: str, model: str, *, stream: bool, max_tokens: int) -> bytes:
-    """The client's request: the same prompt in either protocol."""
+def request_body(protocol: str, model: str, *, stream: bool, max_tokens: int, extra: dict | None = None) -> bytes:
+    """The client's request: the same prompt in every protocol (plus a leg's extra fields, e.g. `store`)."""
     if protocol == "openai":
         body: dict = {
             "model": model,
@@ -339,6 +339,7 @@ def request_body(protocol: str, model: str, *, stream: bool, max_tokens: int) ->
         }
     if stream:
         body["stream"] = True
+    body.update(extra or {})
     return _dumps(body).encode()
 
 

@@ -92,6 +92,17 @@ def markdown(results: dict) -> str:
         per_target = med.get(scenario, {}).get(str(leg), {})
         return {t: per_target.get(t, {}).get(key) for t in TARGETS}
 
+    def cpu_with_pg(scenario: str, leg: int) -> dict[str, float | None]:
+        """CPU per request of the server's processes plus, for RuAPI, its Postgres backends' (what the
+        request costs the machine: the peers keep no database)."""
+        per_target = med.get(scenario, {}).get(str(leg), {})
+        out: dict[str, float | None] = {}
+        for t in TARGETS:
+            values = per_target.get(t, {})
+            cpu = values.get("cpu_ms_per_req")
+            out[t] = None if cpu is None else cpu + (values.get("postgres_cpu_ms_per_req") or 0.0)
+        return out
+
     def added(scenario: str, key: str) -> dict[str, float | None]:
         values = get(scenario, key)
         direct = values.get("direct")
@@ -150,6 +161,8 @@ def markdown(results: dict) -> str:
             rows += [
                 Row(f"S5 leg {label}: requests/s", get("S5", "rps", int(leg)), 0, unsupported=na("S5", int(leg))),
                 Row(f"S5 leg {label}: p99 (ms)", get("S5", "p99_ms", int(leg)), unsupported=na("S5", int(leg))),
+                Row(f"S5 leg {label}: CPU ms / request (+ Postgres)", cpu_with_pg("S5", int(leg)), 3,
+                    unsupported=na("S5", int(leg))),
             ]
         rows.append(
             Row("S5 cross-protocol **requests/s** (mean of legs)", combined("S5", "rps", lambda v: sum(v) / len(v)),
@@ -161,6 +174,8 @@ def markdown(results: dict) -> str:
             rows += [
                 Row(f"S6 leg {label}: requests/s", get("S6", "rps", int(leg)), 0, unsupported=na("S6", int(leg))),
                 Row(f"S6 leg {label}: p99 (ms)", get("S6", "p99_ms", int(leg)), unsupported=na("S6", int(leg))),
+                Row(f"S6 leg {label}: CPU ms / request (+ Postgres)", cpu_with_pg("S6", int(leg)), 3,
+                    unsupported=na("S6", int(leg))),
             ]
     if "S2" in med:
         rows.append(Row("**CPU ms / request** (S2, server processes)", get("S2", "cpu_ms_per_req"), 3,

@@ -382,11 +382,13 @@ class Bench:
         return pids
 
     # -- request bodies and smoke tests ----------------------------------------------------------
-    def body_file(self, protocol: str, model: str, *, stream: bool) -> Path:
-        path = VAR_DIR / "bodies" / f"{protocol}-{model}-{'stream' if stream else 'json'}.json"
+    def body_file(self, protocol: str, model: str, *, stream: bool, extra: dict | None = None) -> Path:
+        suffix = "".join(f"-{k}-{str(v).lower()}" for k, v in sorted((extra or {}).items()))
+        path = VAR_DIR / "bodies" / f"{protocol}-{model}-{'stream' if stream else 'json'}{suffix}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
-            path.write_bytes(canned.request_body(protocol, model, stream=stream, max_tokens=self.upstream.max_tokens))
+            path.write_bytes(canned.request_body(protocol, model, stream=stream, max_tokens=self.upstream.max_tokens,
+                                                 extra=extra))  # fmt: skip
         return path
 
     def smoke(self, target: Target) -> dict[str, str]:
@@ -418,7 +420,7 @@ class Bench:
         stream = kind in ("stream", "burst")
         slow = kind == "burst"
         url = target.url(protocol, slow=slow)
-        body = self.body_file(protocol, model, stream=stream)
+        body = self.body_file(protocol, model, stream=stream, extra=leg.get("body"))
         header_args = [f"{k}: {v}" for k, v in target.headers(protocol, model).items()]
         if kind == "wrk":
             duration = seconds or scenario["duration_s"]
@@ -476,12 +478,14 @@ class Bench:
                 for rep in range(1, repeats + 1):
                     for target_name in target_names:
                         target = self.targets[target_name]
-                        leg_label = f"{leg['protocol']}->{leg['model']}"
-                        if leg_label in target.unsupported:
+                        kind = f"{leg['protocol']}->{leg['model']}"  # what the smoke test checked
+                        leg_label = kind + "".join(f" {k}:{json.dumps(v)}"
+                                                   for k, v in sorted(leg.get("body", {}).items()))  # fmt: skip
+                        if kind in target.unsupported:
                             if rep == 1:
                                 runs.append({"scenario": name, "leg": leg_index, "leg_label": leg_label,
                                              "target": target_name, "rep": rep,
-                                             "unsupported": target.unsupported[leg_label]})  # fmt: skip
+                                             "unsupported": target.unsupported[kind]})  # fmt: skip
                                 log(f"{name} leg {leg_index} {leg_label:<28} {target_name:<8}: n/a (not supported)")
                             continue
                         if rep == 1 and warmup > 0:

@@ -22,7 +22,7 @@ consumes nothing.
 
 Redis down: fail to local, not open and not closed. The check falls back to the in-process
 limiter (limits then hold per process instead of globally) and Redis is not retried for
-REDIS_RETRY_AFTER_S. Failing closed would turn a Redis outage into a full API outage; failing
+accounts/shared_state.py REDIS_RETRY_AFTER_S (RedisBackoff). Failing closed would turn a Redis outage into a full API outage; failing
 fully open would drop spend caps, and money is already protected by balance holds in the DB.
 """
 
@@ -46,7 +46,6 @@ from ruapi.db import run_db
 
 logger = logging.getLogger(__name__)
 
-REDIS_RETRY_AFTER_S = 5.0
 NEEDS_SEED = -1  # a spend counter that must be seeded with the spend figure from the database
 
 # KEYS: counters. ARGV: per counter (amount, limit, ttl_ms, seed, plus, refresh): `plus` is 0 or the
@@ -185,7 +184,7 @@ class LocalLimiter:
 
 
 local_limiter = LocalLimiter()
-_redis_state = {"down_until": 0.0}
+_redis = shared_state.RedisBackoff("rate limiter", "limiting per process")
 _scripts: dict[tuple[int, str], object] = {}
 
 
@@ -223,7 +222,7 @@ async def _redis_adjust(deltas: list[tuple[Counter, int]]) -> None:
 
 
 def _use_redis() -> bool:
-    return shared_state.redis_enabled() and time.monotonic() >= _redis_state["down_until"]
+    return _redis.usable()
 
 
 async def check_counters(counters: list[Counter]) -> Admitted | Refusal | NeedsSeed:
@@ -238,9 +237,7 @@ async def _check_counters(counters: list[Counter]) -> tuple[Admitted | Refusal |
         try:
             return await _redis_check(counters), True
         except Exception as exc:  # connection refused, timeout, ...: see the module docstring
-            _redis_state["down_until"] = time.monotonic() + REDIS_RETRY_AFTER_S
-            logger.warning("rate limiter: Redis unavailable, limiting per process for %ss: %s",
-                           REDIS_RETRY_AFTER_S, exc)  # fmt: skip
+            _redis.failed(exc)
     return local_limiter.check(counters), False
 
 
@@ -410,5 +407,5 @@ async def _seeded(counter: Counter, key: KeyContext) -> Counter:
 def reset() -> None:
     """Forget in-process counters and the Redis back-off (tests)."""
     local_limiter.clear()
-    _redis_state["down_until"] = 0.0
+    _redis.reset()
     _scripts.clear()

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
+from accounts import shared_state
 from catalog.snapshot import ModelSpec, RouteSpec
 from ruapi import observability
 
@@ -152,7 +153,6 @@ class Router:
 
 
 # -- shared across processes (Redis) ----------------------------------------------------------------
-REDIS_RETRY_AFTER_S = 5.0
 OPEN_ROUTES_KEY = "ruapi:routes:open"  # hash: route field -> open until (Redis clock, ms)
 
 # KEYS: concurrency leases (zset member -> lease end ms), starts (zset member -> start ms).
@@ -220,7 +220,7 @@ class SharedRouter(Router):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.down_until = 0.0
+        self.redis = shared_state.RedisBackoff("router", "caps and breaker per process")
         self.shared_open: dict[str, float] = {}  # route field -> open until (this process's monotonic clock)
         self.refresher: asyncio.Task | None = None
         self.background: set[asyncio.Task] = set()
@@ -228,17 +228,12 @@ class SharedRouter(Router):
 
     # -- Redis plumbing --------------------------------------------------------------------------
     def _redis_usable(self) -> bool:
-        from accounts import shared_state
-
-        return shared_state.redis_enabled() and time.monotonic() >= self.down_until
+        return self.redis.usable()
 
     def _redis_failed(self, exc: Exception) -> None:
-        self.down_until = time.monotonic() + REDIS_RETRY_AFTER_S
-        logger.warning("router: Redis unavailable, caps and breaker per process for %ss: %s", REDIS_RETRY_AFTER_S, exc)
+        self.redis.failed(exc)
 
     def _client_and_scripts(self):
-        from accounts import shared_state
-
         client = shared_state.async_client()
         scripts = self._scripts.get(id(client))
         if scripts is None or scripts[0] is not client:
@@ -392,7 +387,7 @@ class SharedRouter(Router):
     def reset(self) -> None:
         super().reset()
         self.shared_open.clear()
-        self.down_until = 0.0
+        self.redis.reset()
 
 
 # This process's router: the breaker and caps must see every request of the process (and, with
