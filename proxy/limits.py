@@ -22,8 +22,9 @@ consumes nothing.
 
 Redis down: fail to local, not open and not closed. The check falls back to the in-process
 limiter (limits then hold per process instead of globally) and Redis is not retried for
-accounts/shared_state.py REDIS_RETRY_AFTER_S (RedisBackoff). Failing closed would turn a Redis outage into a full API outage; failing
-fully open would drop spend caps, and money is already protected by balance holds in the DB.
+REDIS_RETRY_AFTER_S (accounts/shared_state.py RedisBackoff). Failing closed would turn a Redis
+outage into a full API outage; failing fully open would drop spend caps, and money is already
+protected by balance holds in the DB.
 """
 
 import ipaddress
