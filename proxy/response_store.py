@@ -327,7 +327,8 @@ WITH stored AS (
   {self.responses.insert_sql}
 )
 {self.items.insert_sql}
-ON CONFLICT ({quote("org_id")}, {quote("item_id")}) DO UPDATE SET {updated}"""
+ON CONFLICT ({quote("org_id")}, {quote("item_id")}) DO UPDATE SET {updated}
+RETURNING {quote("response_id")}"""
 
     def statement(self, batch: list[_Prepared]) -> tuple[str, list]:
         items = {}
