@@ -579,7 +579,7 @@ def test_the_single_statement_writes_what_the_orm_writes(org, other_org):
         responses, items = rows
         responses = [(rid.removesuffix(suffix), m, c, e, r.replace(suffix, ""), len(orjson.loads(i)))
                      for rid, _, m, c, e, r, i in responses]  # fmt: skip
-        generated = [(r.removesuffix(suffix), t, j.replace(i, "")) for i, r, t, j in items if len(i) == 36]
+        generated = sorted((r.removesuffix(suffix), t, j.replace(i, "")) for i, r, t, j in items if len(i) == 36)
         return responses, generated, [(i, r.removesuffix(suffix), t, j) for i, r, t, j in items if len(i) != 36]
 
     assert comparable(sql_rows, "") == comparable(orm_rows, "_o")
