@@ -402,7 +402,7 @@ class _StoreWriter:
     def __init__(self, ledger) -> None:
         from billing.services.holds_pg import Batcher
 
-        self._ledger = ledger
+        self._ledger = weakref.ref(ledger)  # not a strong one: it is this writer's key in _writers
         self._batcher = Batcher(self._flush, "responses")
         self.stats = {"batches": 0, "responses": 0, "one_by_one": 0}
 
@@ -411,10 +411,11 @@ class _StoreWriter:
 
     async def _flush(self, batch: list[tuple[_Prepared, asyncio.Future]]) -> None:
         rows = [prepared for prepared, _ in batch]
-        failed = database_unreachable()
+        ledger = self._ledger()
+        failed = ledger is None or database_unreachable()
         if not failed:
             try:
-                await self._ledger.execute(*_store_sql().statement(rows))
+                await ledger.execute(*_store_sql().statement(rows))
             except Exception:
                 logger.warning("batched store of %d responses failed; storing them one by one", len(batch),
                                exc_info=True)  # fmt: skip

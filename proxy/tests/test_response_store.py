@@ -701,7 +701,7 @@ def test_on_a_server_loop_a_follow_up_waits_for_its_batched_predecessor(org, bat
     # given: the batched statement held until the follow-up has waited longer than its own retries
     async def scenario(writer):
         release = asyncio.Event()
-        ledger = writer._ledger
+        ledger = writer._ledger()
         real_execute = ledger.execute
 
         async def held_execute(sql, params):
