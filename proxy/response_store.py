@@ -11,22 +11,28 @@
 - Reads and deletes behind GET/DELETE /v1/responses/{id} and its input_items (every one takes the
   organisation), and the retention purge (proxy.tasks.purge_stored_responses).
 
-Every database call goes through ruapi.db.run_db (the gateway's ORM thread pool).
+Every database call goes through ruapi.db.run_db (the gateway's ORM thread pool), except the writes
+on a server's event loop (Postgres, the batched ledger writer running): those are queued, and each
+flush stores every queued response and its items as ONE statement on the ledger writer's connections
+(billing/services/holds_pg.py's Batcher). On Postgres a lone write off the loops runs that same
+statement on Django's connection; SQLite writes through the ORM.
 """
 
 import asyncio
 import logging
 import uuid
+import weakref
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 
 import orjson
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from proxy.models import StoredItem, StoredResponse
 from proxy.translate.errors import NULL_CODE, ErrorKind, GatewayError
-from ruapi.db import run_db
+from ruapi.db import database_unreachable, run_db
 
 logger = logging.getLogger(__name__)
 
@@ -194,14 +200,15 @@ async def responses_expand(*, org_id: int, body: dict) -> list[dict]:
 
 
 # -- storing, off the request's path -----------------------------------------------------------------------------
-_pending: dict[asyncio.Task, int] = {}  # write task -> organisation (strong references until done)
+_pending: dict[asyncio.Future, int] = {}  # write (task or batched future) -> organisation, until done
 
 
 def responses_store_later(
     *, org_id: int, api_key_id: int | None, request: dict, input_items: list[dict], response: dict
 ) -> None:
-    """Persist the response after its last byte, unless the request said `store: false`: a task on the
-    running loop (never awaited by the request; failures logged), or at once without a loop."""
+    """Persist the response after its last byte, unless the request said `store: false`: queued for this
+    server loop's batched writer, else a task on the running loop, else at once (never awaited by the
+    request; failures logged)."""
     if request.get("store") is False:
         return
     arguments = {"org_id": org_id, "api_key_id": api_key_id, "request": request, "input_items": input_items,
@@ -211,13 +218,24 @@ def responses_store_later(
     except RuntimeError:
         _save_logged(**arguments)
         return
-    task = loop.create_task(_save(arguments))
-    _pending[task] = org_id
-    task.add_done_callback(_forget)
+    writer = _store_writer()
+    if writer is not None:
+        try:
+            row = _prepared(**arguments)
+        except Exception:
+            logger.exception("storing response %r failed", response.get("id"))
+            return
+        future = writer.submit(row)
+    else:
+        future = loop.create_task(_save(arguments))
+    _pending[future] = org_id
+    future.add_done_callback(_forget)
 
 
-def _forget(task: asyncio.Task) -> None:
-    _pending.pop(task, None)
+def _forget(future: asyncio.Future) -> None:
+    _pending.pop(future, None)
+    if not future.cancelled() and future.exception() is not None:  # a flush that broke off (tasks log their own)
+        logger.error("storing a response failed", exc_info=future.exception())
 
 
 async def _save(arguments: dict) -> None:
@@ -234,33 +252,39 @@ def _save_logged(**arguments) -> None:
         logger.exception("storing response %r failed", arguments["response"].get("id"))
 
 
-def _pending_writes(org_id: int | None = None) -> list[asyncio.Task]:
+def _pending_writes(org_id: int | None = None) -> list[asyncio.Future]:
     loop = asyncio.get_running_loop()
-    return [t for t, org in _pending.items() if t.get_loop() is loop and (org_id is None or org == org_id)]
+    return [f for f, org in _pending.items() if f.get_loop() is loop and (org_id is None or org == org_id)]
 
 
 async def _wait_for_pending_writes(org_id: int) -> None:
     """This organisation's writes still queued in this process: a follow-up turn may name them."""
-    tasks = _pending_writes(org_id)
-    if tasks:
-        await asyncio.wait(tasks, timeout=PENDING_WAIT_SECONDS)
+    futures = _pending_writes(org_id)
+    if futures:
+        await asyncio.wait(futures, timeout=PENDING_WAIT_SECONDS)
 
 
 async def responses_store_drain() -> None:
     """Wait for every write queued on this loop (the server's shutdown, tests)."""
-    tasks = _pending_writes()
-    if tasks:
-        await asyncio.wait(tasks)
+    futures = _pending_writes()
+    if futures:
+        await asyncio.wait(futures)
 
 
-def response_store_save(
+class _Prepared:
+    """One response to store: its row and its items' rows (one per item id, the last wins)."""
+
+    __slots__ = ("items", "response")
+
+    def __init__(self, response: dict, items: list[dict]) -> None:
+        self.response = response
+        self.items = items
+
+
+def _prepared(
     *, org_id: int, api_key_id: int | None, request: dict, input_items: list[dict], response: dict,
     now: datetime | None = None,
-) -> StoredResponse:  # fmt: skip
-    """Store one response (its object, its expanded input with an id on every item) and index its items.
-
-    Raises ValueError for a response without a `resp_` id; IntegrityError when the id is taken.
-    """
+) -> _Prepared:  # fmt: skip
     response_id = response.get("id")
     if not isinstance(response_id, str) or not response_id.startswith(RESPONSE_ID_PREFIX):
         raise ValueError("a stored response needs its resp_ id")
@@ -271,31 +295,169 @@ def response_store_save(
     for item in items + output:  # one row per id (Postgres' ON CONFLICT may touch a row once); the last wins
         if isinstance(item.get("id"), str) and len(item["id"]) <= 200 and item.get("type") != "item_reference":
             index[item["id"]] = item
+    row = {
+        "id": response_id, "org_id": org_id, "api_key_id": api_key_id,
+        "model": str(response.get("model") or request.get("model") or "")[:200], "created_at": now,
+        "expires_at": now + timedelta(days=settings.RUAPI_RESPONSES_RETENTION_DAYS),
+        "response_json": orjson.dumps(response).decode(), "input_items_json": orjson.dumps(items).decode(),
+    }  # fmt: skip
+    item_rows = [
+        {"org_id": org_id, "item_id": item_id, "response_id": response_id, "item_type": str(item.get("type"))[:64],
+         "item_json": orjson.dumps(item).decode()}
+        for item_id, item in index.items()
+    ]  # fmt: skip
+    return _Prepared(row, item_rows)
+
+
+class _StoreSql:
+    """Postgres: any number of responses and their items as ONE statement (a data-modifying CTE, the rows
+    as two json parameters, billing/services/holds_pg.Rows). Items are deduplicated across the batch by
+    (organisation, item id), the last wins, as storing the responses one after the other would do.
+    A taken response id fails the whole statement (unique violation), like the ORM's create."""
+
+    def __init__(self) -> None:
+        from billing.services.holds_pg import Rows
+
+        self.responses = Rows(StoredResponse)
+        self.items = Rows(StoredItem)
+        quote = connection.ops.quote_name
+        updated = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in ("response_id", "item_type", "item_json"))
+        self.sql = f"""
+WITH stored AS (
+  {self.responses.insert_sql}
+)
+{self.items.insert_sql}
+ON CONFLICT ({quote("org_id")}, {quote("item_id")}) DO UPDATE SET {updated}
+RETURNING {quote("response_id")}"""
+
+    def statement(self, batch: list[_Prepared]) -> tuple[str, list]:
+        items = {}
+        for prepared in batch:
+            for row in prepared.items:
+                items.pop((row["org_id"], row["item_id"]), None)  # the last wins, in the order written
+                items[(row["org_id"], row["item_id"])] = row
+        now = None  # every column is given; no auto_now fields
+        return self.sql, [self.responses.json([p.response for p in batch], now=now),
+                          self.items.json(list(items.values()), now=now)]  # fmt: skip
+
+
+_sql: _StoreSql | None = None
+
+
+def _store_sql() -> _StoreSql:
+    global _sql
+    if _sql is None:
+        _sql = _StoreSql()
+    return _sql
+
+
+def _write(prepared: _Prepared) -> None:
+    """One response on Django's connection: the batch statement on Postgres, the ORM elsewhere."""
+    if connection.vendor == "postgresql":
+        _write_sql(prepared)
+    else:
+        _write_orm(prepared)
+
+
+def _write_sql(prepared: _Prepared) -> None:
+    # Inside a caller's transaction a savepoint keeps a failed statement from aborting it.
+    with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
+        cursor.execute(*_store_sql().statement([prepared]))
+
+
+def _write_orm(prepared: _Prepared) -> None:
     with transaction.atomic():
-        stored = StoredResponse.objects.create(
-            id=response_id, org_id=org_id, api_key_id=api_key_id,
-            model=str(response.get("model") or request.get("model") or "")[:200], created_at=now,
-            expires_at=now + timedelta(days=settings.RUAPI_RESPONSES_RETENTION_DAYS),
-            response_json=orjson.dumps(response).decode(), input_items_json=orjson.dumps(items).decode(),
-        )  # fmt: skip
-        rows = [
-            StoredItem(
-                org_id=org_id,
-                item_id=item_id,
-                response=stored,
-                item_type=str(item.get("type"))[:64],
-                item_json=orjson.dumps(item).decode(),
-            )
-            for item_id, item in index.items()
-        ]
+        StoredResponse.objects.create(**prepared.response)
         StoredItem.objects.bulk_create(
-            rows,
+            [StoredItem(**row) for row in prepared.items],
             batch_size=500,
             update_conflicts=True,
             unique_fields=["org", "item_id"],
             update_fields=["response", "item_type", "item_json"],
         )
+
+
+def response_store_save(
+    *, org_id: int, api_key_id: int | None, request: dict, input_items: list[dict], response: dict,
+    now: datetime | None = None,
+) -> StoredResponse:  # fmt: skip
+    """Store one response (its object, its expanded input with an id on every item) and index its items.
+
+    Raises ValueError for a response without a `resp_` id; IntegrityError when the id is taken.
+    """
+    prepared = _prepared(org_id=org_id, api_key_id=api_key_id, request=request, input_items=input_items,
+                         response=response, now=now)  # fmt: skip
+    _write(prepared)
+    stored = StoredResponse(**prepared.response)
+    stored._state.adding = False
     return stored
+
+
+class _StoreWriter:
+    """One server loop's batched writes: queued by responses_store_later, sent as one statement per
+    flush on the ledger writer's connections (billing/services/holds_pg: the same Batcher, at most
+    MAX_INFLIGHT statements at a time, no timer). A failed batch is written response by response
+    through run_db, so one bad row (a taken id, a deleted organisation) costs only itself."""
+
+    def __init__(self, ledger) -> None:
+        from billing.services.holds_pg import Batcher
+
+        self._ledger = weakref.ref(ledger)  # not a strong one: it is this writer's key in _writers
+        self._batcher = Batcher(self._flush, "responses")
+        self.stats = {"batches": 0, "responses": 0, "one_by_one": 0}
+
+    def submit(self, prepared: _Prepared) -> asyncio.Future:
+        return self._batcher.submit(prepared)
+
+    async def _flush(self, batch: list[tuple[_Prepared, asyncio.Future]]) -> None:
+        rows = [prepared for prepared, _ in batch]
+        ledger = self._ledger()
+        failed = ledger is None or database_unreachable()
+        if not failed:
+            try:
+                await ledger.execute(*_store_sql().statement(rows))
+            except Exception:
+                logger.warning("batched store of %d responses failed; storing them one by one", len(batch),
+                               exc_info=True)  # fmt: skip
+                failed = True
+            else:
+                self.stats["batches"] += 1
+                self.stats["responses"] += len(batch)
+        if failed:
+            self.stats["one_by_one"] += len(batch)
+            results = [await _write_alone(prepared) for prepared in rows]  # in order: the first of an id wins
+        else:
+            results = [None] * len(batch)
+        for (prepared, future), result in zip(batch, results, strict=True):
+            if isinstance(result, BaseException):
+                logger.error("storing response %r failed", prepared.response["id"], exc_info=result)
+            if not future.done():
+                future.set_result(None)
+
+
+async def _write_alone(prepared: _Prepared) -> Exception | None:
+    try:
+        await run_db(_write, prepared)
+    except Exception as exc:
+        return exc
+    return None
+
+
+_writers: "weakref.WeakKeyDictionary[object, _StoreWriter]" = weakref.WeakKeyDictionary()
+
+
+def _store_writer() -> _StoreWriter | None:
+    """This server loop's batched writer (Postgres, the ledger's writer running), or None: then a task
+    stores the response through run_db."""
+    from billing.services import holds
+
+    ledger = holds.backend().writer()
+    if ledger is None:
+        return None
+    writer = _writers.get(ledger)
+    if writer is None:
+        writer = _writers[ledger] = _StoreWriter(ledger)
+    return writer
 
 
 # -- reads and deletes (tenant-scoped) ---------------------------------------------------------------------------

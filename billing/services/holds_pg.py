@@ -370,6 +370,11 @@ class _Writer:
             cursor = await conn.execute(sql, params)
             return await cursor.fetchall()
 
+    async def execute(self, sql: str, params: list) -> list[tuple]:
+        """One statement on this loop's settlement pool (synchronous commit, no extra connections):
+        proxy.response_store sends its batched stored-response writes here."""
+        return await self._execute("settle", sql, params)
+
     async def _flush_holds(self, batch: list[tuple[HeldFunds, asyncio.Future]]) -> None:
         holds = [hold for hold, _ in batch]
         try:
@@ -404,4 +409,8 @@ class _Writer:
                 future.set_result(result)
 
 
-__all__ = ["MAX_BATCH", "MAX_INFLIGHT", "PgBackend"]
+# Public for proxy.response_store, which batches its writes with the same queue and row encoding.
+Batcher = _Batcher
+Rows = _Rows
+
+__all__ = ["MAX_BATCH", "MAX_INFLIGHT", "Batcher", "PgBackend", "Rows"]

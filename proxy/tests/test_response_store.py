@@ -543,3 +543,206 @@ def test_any_json_the_client_sent_round_trips_unchanged(org):
     assert items == [{**odd, "id": items[0]["id"]}, assistant("msg_odd", "\u0000")]
     assert list(items[0]) == ["type", "role", "content", "zeta", "alpha", "id"]
     assert list(items[0]["alpha"]) == ["b", "a"]
+
+
+# -- the write's SQL and its batching (Postgres) -------------------------------------------------------------------
+postgres_only = pytest.mark.skipif("connection.vendor != 'postgresql'", reason="the single-statement write is Postgres'")
+
+
+def rows_of(org) -> tuple[list, list]:
+    responses = StoredResponse.objects.filter(org=org).order_by("id").values_list(
+        "id", "api_key_id", "model", "created_at", "expires_at", "response_json", "input_items_json")  # fmt: skip
+    items = StoredItem.objects.filter(org=org).order_by("item_id").values_list(
+        "item_id", "response_id", "item_type", "item_json")  # fmt: skip
+    return list(responses), list(items)
+
+
+@db
+@postgres_only
+def test_the_single_statement_writes_what_the_orm_writes(org, other_org):
+    # given: the same two turns (the second replays the first's items), stored by each path for its organisation
+    now = timezone.now()
+    first = {"input_items": [user("a"), function_call("fc_1", "call_1")],
+             "response": response_object("resp_1", [assistant("msg_1", "one")])}  # fmt: skip
+    second = {"input_items": [user("a"), function_call("fc_1", "call_1"), {"type": "item_reference", "id": "msg_1"}],
+              "response": response_object("resp_2", [assistant("msg_1", "again"), assistant("msg_2", "two")])}  # fmt: skip
+    key = key_for(org).api_key
+    for write, owner, suffix in ((response_store._write_sql, org, ""), (response_store._write_orm, other_org, "_o")):
+        for turn_ in (first, second):
+            response = {**turn_["response"], "id": turn_["response"]["id"] + suffix}
+            write(response_store._prepared(org_id=owner.id, api_key_id=key.id if owner == org else None, request={},
+                                           input_items=turn_["input_items"], response=response, now=now))  # fmt: skip
+    # then: row for row the same (but the ids of generated input items)
+    sql_rows, orm_rows = rows_of(org), rows_of(other_org)
+
+    def comparable(rows, suffix):
+        responses, items = rows
+        responses = [(rid.removesuffix(suffix), m, c, e, r.replace(suffix, ""), len(orjson.loads(i)))
+                     for rid, _, m, c, e, r, i in responses]  # fmt: skip
+        generated = sorted((r.removesuffix(suffix), t, j.replace(i, "")) for i, r, t, j in items if len(i) == 36)
+        return responses, generated, [(i, r.removesuffix(suffix), t, j) for i, r, t, j in items if len(i) != 36]
+
+    assert comparable(sql_rows, "") == comparable(orm_rows, "_o")
+    assert sql_rows[0][0][1] == key.id and orm_rows[0][0][1] is None
+    items = dict((i, (r, orjson.loads(j))) for i, r, _, j in sql_rows[1])
+    assert items["fc_1"][0] == "resp_2"  # replayed: it now lives with the newest response
+    assert items["msg_1"] == ("resp_2", assistant("msg_1", "again"))  # the last of an id in one response wins
+    assert len(sql_rows[1]) == len(orm_rows[1]) == 5  # two input messages (generated ids), fc_1, msg_1, msg_2
+
+
+@db
+@postgres_only
+def test_a_taken_id_raises_integrity_error_and_writes_nothing(org):
+    from django.db import IntegrityError
+
+    response_store_save(org_id=org.id, api_key_id=None, request={}, input_items=[user("a")],
+                        response=response_object("resp_taken", [assistant("msg_a", "first")]))  # fmt: skip
+    with pytest.raises(IntegrityError):
+        response_store_save(org_id=org.id, api_key_id=None, request={}, input_items=[user("b")],
+                            response=response_object("resp_taken", [assistant("msg_a", "second")]))  # fmt: skip
+    assert orjson.loads(StoredItem.objects.get(item_id="msg_a").item_json)["content"][0]["text"] == "first"
+
+
+def run_on_server_loop(scenario):
+    """`scenario(writer)` on a fresh event loop set up as a server worker's (the batched ledger writer
+    running), with this loop's stored-response writer; closed afterwards."""
+    from billing.services import holds
+
+    async def main():
+        await holds.enable_for_running_loop()
+        try:
+            writer = response_store._store_writer()
+            assert writer is not None
+            return await scenario(writer)
+        finally:
+            await holds.close_for_running_loop()
+
+    return asyncio.run(main())
+
+
+def store_later(org, response_id: str, output: list[dict], input_items=None) -> None:
+    responses_store_later(org_id=org.id, api_key_id=None, request={"model": "gpt-test"},
+                          input_items=input_items or [user(response_id)], response=response_object(response_id, output))  # fmt: skip
+
+
+@pytest.fixture
+def batched(settings):
+    if connection.vendor != "postgresql":
+        pytest.skip("batching is the Postgres backend's")
+    settings.RUAPI_BATCHED_LEDGER = True
+
+
+@db
+def test_concurrent_writes_on_a_server_loop_are_few_statements(org, other_org, batched):
+    # given: 64 requests finishing at about the same time, of two organisations
+    async def scenario(writer):
+        async def request(i):
+            await asyncio.sleep(0.001 * (i % 8))
+            store_later(org if i % 2 else other_org, f"resp_c{i}", [assistant(f"msg_c{i}", str(i))])
+
+        await asyncio.gather(*(request(i) for i in range(64)))
+        await responses_store_drain()
+        return dict(writer.stats)
+
+    # when
+    stats = run_on_server_loop(scenario)
+    # then: every response and its items stored, in far fewer statements
+    assert stats["responses"] == 64 and stats["one_by_one"] == 0
+    assert stats["batches"] < 32
+    assert StoredResponse.objects.count() == 64 and StoredItem.objects.count() == 128
+    assert StoredItem.objects.get(item_id="msg_c7").response_id == "resp_c7"
+    assert StoredResponse.objects.get(id="resp_c7").org_id == org.id
+
+
+@db
+def test_a_batch_with_a_taken_id_stores_the_others_and_logs_that_one(org, batched, caplog):
+    # given: a response already stored, and a batch repeating its id between two new ones
+    response_store_save(org_id=org.id, api_key_id=None, request={}, input_items=[user("old")],
+                        response=response_object("resp_dup", [assistant("msg_dup", "old")]))  # fmt: skip
+
+    async def scenario(writer):
+        store_later(org, "resp_ok1", [assistant("msg_ok1", "x")])
+        store_later(org, "resp_dup", [assistant("msg_dup", "new")])
+        store_later(org, "resp_ok2", [assistant("msg_ok2", "y")])
+        store_later(org, "resp_ok2", [assistant("msg_ok2", "z")])  # the same id twice in one batch: the first wins
+        await responses_store_drain()
+        return dict(writer.stats)
+
+    # when
+    with caplog.at_level(logging.ERROR, logger="proxy.response_store"):
+        stats = run_on_server_loop(scenario)
+    # then: decided one by one, the taken ids refused as ever, the others stored
+    assert stats["one_by_one"] == 4
+    assert sorted(StoredResponse.objects.values_list("id", flat=True)) == ["resp_dup", "resp_ok1", "resp_ok2"]
+    texts = {i: orjson.loads(j)["content"][0]["text"] for i, j in StoredItem.objects.values_list("item_id", "item_json")}
+    assert (texts["msg_dup"], texts["msg_ok1"], texts["msg_ok2"]) == ("old", "x", "y")
+    assert [r.getMessage() for r in caplog.records] == ["storing response 'resp_dup' failed",
+                                                        "storing response 'resp_ok2' failed"]  # fmt: skip
+
+
+@db
+def test_an_item_id_repeated_within_a_batch_is_one_row_and_the_last_wins(org, other_org, batched):
+    async def scenario(writer):
+        store_later(org, "resp_r1", [function_call("fc_same", "call_1")])
+        store_later(org, "resp_r2", [function_call("fc_same", "call_2")])
+        store_later(other_org, "resp_r3", [function_call("fc_same", "call_3")])
+        await responses_store_drain()
+        return dict(writer.stats)
+
+    stats = run_on_server_loop(scenario)
+    assert stats["batches"] < 3 and stats["one_by_one"] == 0
+    rows = StoredItem.objects.filter(item_id="fc_same").order_by("org_id").values_list("org_id", "response_id", "item_json")
+    assert [(o, r, orjson.loads(j)["call_id"]) for o, r, j in rows] == [
+        (org.id, "resp_r2", "call_2"), (other_org.id, "resp_r3", "call_3")]  # fmt: skip
+
+
+@db
+def test_on_a_server_loop_a_follow_up_waits_for_its_batched_predecessor(org, batched):
+    # given: the batched statement held until the follow-up has waited longer than its own retries
+    async def scenario(writer):
+        release = asyncio.Event()
+        ledger = writer._ledger()
+        real_execute = ledger.execute
+
+        async def held_execute(sql, params):
+            await release.wait()
+            return await real_execute(sql, params)
+
+        ledger.execute = held_execute
+        store_later(org, "resp_b1", [assistant("msg_b1", "two")], input_items=[user("one")])
+        follow_up = asyncio.create_task(responses_expand(org_id=org.id, body={"previous_response_id": "resp_b1",
+                                                                               "input": "three"}))  # fmt: skip
+        await asyncio.sleep(sum(response_store.PREVIOUS_RETRY_DELAYS) + 0.3)
+        waiting = not follow_up.done()
+        release.set()
+        return waiting, await follow_up, dict(writer.stats)
+
+    waiting, items, stats = run_on_server_loop(scenario)
+    assert waiting and stats["batches"] == 1
+    assert without_ids(items) == without_ids([user("one"), assistant("msg_b1", "two"), user("three")])
+
+
+@db
+def test_the_servers_shutdown_drains_batched_writes(org, batched):
+    from ruapi.asgi import lifespan_app
+
+    async def scenario():
+        inbox: asyncio.Queue = asyncio.Queue()
+        started = asyncio.Event()
+
+        async def send(message):
+            if message["type"] == "lifespan.startup.complete":
+                started.set()
+
+        await inbox.put({"type": "lifespan.startup"})
+        server = asyncio.create_task(lifespan_app({"type": "lifespan"}, inbox.get, send))
+        await started.wait()
+        writer = response_store._store_writer()
+        store_later(org, "resp_last", [assistant("msg_last", "bye")])
+        await inbox.put({"type": "lifespan.shutdown"})
+        await server
+        return writer.stats
+
+    stats = asyncio.run(scenario())
+    assert stats["responses"] == 1
+    assert StoredResponse.objects.filter(id="resp_last").exists()
