@@ -164,7 +164,14 @@ class ChatExchange(Exchange):
     """
 
     def __init__(
-        self, call: Call, key: KeyContext, spec: ModelSpec, body: dict, hold: HeldFunds, *, input_estimate: int
+        self,
+        call: Call,
+        key: KeyContext,
+        spec: ModelSpec,
+        body: dict,
+        hold: HeldFunds | metering.PendingHold,
+        *,
+        input_estimate: int,
     ) -> None:
         super().__init__(call, key, spec, hold)
         self.body = body
@@ -438,7 +445,7 @@ async def chat(request: HttpRequest, protocol: str) -> HttpResponse:
             thinking_in_cap=protocol == ANTHROPIC,
             tools_nanos=metering.server_tools_hold_nanos(spec, body),
         )
-        hold = await metering.hold_open(call, key, hold_amount, tokens=input_estimate)
+        hold = await metering.hold_open(call, key, hold_amount, tokens=input_estimate, optimistic=True)
     except GatewayError as exc:
         return error_response(call, exc)
     return await ChatExchange(call, key, spec, body, hold, input_estimate=input_estimate).run()

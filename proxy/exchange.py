@@ -6,6 +6,13 @@ first byte or in the middle of it — the upstream connection is closed at once 
 settled before the task ends: what reached the gateway is billed (a stream: what it relayed; a
 request whose answer had not arrived: nothing, PROTOCOLS G7), the rest of the hold released, and the
 usage event says `client_disconnected`. No hold waits for RUAPI_HOLD_TTL.
+
+An optimistic hold (proxy/metering.py PendingHold) is confirmed once the upstream's headers are in —
+before a body is read or a response built, so before any byte of the answer — and before any
+settlement. Refused (402) while the upstream call is still waiting, it cancels that call at once;
+refused after, it closes the reply. A request that ends before its hold is written discards it:
+released once written, its spend-cap reservation given back, no usage event (as a client that left
+during a hold today).
 """
 
 import asyncio
@@ -47,7 +54,7 @@ class Exchange:
     router: Router = router
     CLIENT_GONE_STATUS = 499  # the usage event's status for a client that left before any answer (nginx's)
 
-    def __init__(self, call: Call, key: KeyContext, spec: ModelSpec, hold: HeldFunds) -> None:
+    def __init__(self, call: Call, key: KeyContext, spec: ModelSpec, hold: HeldFunds | metering.PendingHold) -> None:
         self.call = call
         self.key = key
         self.spec = spec
@@ -109,6 +116,13 @@ class Exchange:
             self._reply.close()
         if self.settled:
             return
+        if isinstance(self.hold, metering.PendingHold):  # nothing of the answer was produced yet
+            written = self.hold.written()
+            if written is None:  # still being written (released once written), refused or failed
+                self.hold.discard()
+                self.settled = True  # nothing to settle
+                return
+            self.hold = written
         outcome = metering.Outcome(
             status_code=self.CLIENT_GONE_STATUS,
             error_type="client_disconnected",
@@ -141,7 +155,10 @@ class Exchange:
             sent_at = time.perf_counter()
             try:
                 with observability.attempt_span(route, attempts):
-                    reply = self._reply = await self.send(route, conversion)
+                    reply = self._reply = await self._send(route, conversion)
+            except metering.HoldRefused as exc:  # the upstream call was cancelled
+                slot.release()
+                return self.refused(exc)
             except GatewayError as exc:  # connect error or timeout: nothing reached the client yet
                 self.call.upstream_seconds += time.perf_counter() - sent_at
                 self.router.failed(route)
@@ -170,6 +187,15 @@ class Exchange:
                 return await self.fail(error, route=route, attempts=attempts)
             self.router.succeeded(route)
             try:
+                await self.confirm_hold()  # no byte of the answer is read or sent before
+            except metering.HoldRefused as exc:
+                reply.close()
+                slot.release()
+                return self.refused(exc)
+            except BaseException:
+                slot.release()
+                raise
+            try:
                 response = await self.respond(reply, route, conversion, attempts)
             except BaseException:
                 slot.release()
@@ -181,6 +207,40 @@ class Exchange:
                 retry_after=1,
             )  # fmt: skip
         return await self.fail(error, route=last_route, attempts=attempts)
+
+    async def _send(self, route: RouteSpec, conversion):
+        """`send`; while an optimistic hold is being written its refusal cancels the call at once and
+        is raised here (HoldRefused, or the database's error) instead of the cancellation."""
+        pending = self.hold if isinstance(self.hold, metering.PendingHold) and not self.hold.done() else None
+        if pending is None:
+            return await self.send(route, conversion)
+        sending = asyncio.ensure_future(self.send(route, conversion))
+
+        def stop(task: asyncio.Task) -> None:
+            if pending.written() is None:
+                sending.cancel()
+
+        pending.task.add_done_callback(stop)
+        try:
+            return await sending  # a cancellation of this task (the client left) cancels `sending` too
+        except asyncio.CancelledError:
+            if sending.cancelled() and pending.done() and not asyncio.current_task().cancelling():
+                await pending.confirm()  # raises why the hold was not written
+            raise
+        finally:
+            pending.task.remove_done_callback(stop)
+
+    async def confirm_hold(self) -> None:
+        """An optimistic hold is awaited (normally written long before); raises HoldRefused or the
+        database's error as a hold that is not written."""
+        if isinstance(self.hold, metering.PendingHold):
+            self.hold = await self.hold.confirm()
+
+    def refused(self, error: metering.HoldRefused) -> HttpResponse:
+        """The optimistic hold was refused: 402 as for a refused hold; nothing was held, so nothing is
+        settled or recorded (a refused hold writes no usage event)."""
+        self.settled = True
+        return error_response(self.call, error)
 
     def _release_when_done(self, response: HttpResponse, slot: Slot, attempts: int) -> HttpResponse:
         """Hold the route's concurrency slot until the body is sent (a stream holds it while it runs)."""
@@ -196,6 +256,10 @@ class Exchange:
 
     async def fail(self, error: GatewayError, *, route: RouteSpec | None, attempts: int) -> HttpResponse:
         """Nothing was produced: release the hold (cost 0), record the failure, answer the error."""
+        try:
+            await self.confirm_hold()
+        except metering.HoldRefused as exc:  # refused rather than failed upstream: the refusal's 402
+            return self.refused(exc)
         outcome = metering.Outcome(
             status_code=error.status_for(self.call.protocol),
             error_type=str(error.kind),
@@ -211,6 +275,7 @@ class Exchange:
     async def settle(self, outcome: metering.Outcome) -> int:
         """Settle this request once (metering.settle); returns what was debited."""
         self.settled = True
+        await self.confirm_hold()  # a guard: every path confirmed it already (`_run`, `fail`, `abandon`)
         return await metering.settle(self.call, self.key, self.hold, self.spec, outcome)
 
     async def read_json(self, reply, route: RouteSpec, attempts: int) -> dict | None:

@@ -16,18 +16,23 @@ same rule (proxy/limits.py).
 
 import asyncio
 import logging
+import threading
 from dataclasses import dataclass
+
+from django.conf import settings
 
 from accounts.keycache import KeyContext
 from billing.models import UsageEvent
 from billing.money import TokenCounts, TokenPrices, cost_for
 from billing.services import HeldFunds, InsufficientBalanceError, UsageRecord, ahold_open, ahold_settle
+from billing.services.holds import funds_available, release_when_written
 from catalog.snapshot import ModelSpec, RouteSpec
 from proxy import limits
 from proxy.responses import Call
 from proxy.translate.errors import ErrorKind, GatewayError
 from proxy.translate.reasoning import EFFORT_BUDGETS, VISIBLE_RESERVE_TOKENS
 from proxy.translate.usage import Usage, bound_prompt_tokens
+from ruapi import observability
 from usage.live import usage_event_publish
 
 logger = logging.getLogger(__name__)
@@ -167,11 +172,15 @@ def choices_of(body: dict) -> int:
     return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
 
 
-async def hold_open(call: Call, key: KeyContext, amount_nanos: int, *, tokens: int | None = None) -> HeldFunds:
+async def hold_open(
+    call: Call, key: KeyContext, amount_nanos: int, *, tokens: int | None = None, optimistic: bool = False
+) -> "HeldFunds | PendingHold":
     """Admit the request or refuse it: rate limits (429) and spend caps (402) from proxy/limits.py,
     then reserve its maximum cost or refuse it with 402 (PROTOCOLS §5.4).
 
     `tokens`: the request's estimated input tokens for TPM limits (estimated from the body if None).
+    `optimistic` (the chat pipelines): when the organisation is rich enough (`optimistic_admit`), the
+    hold is written while the upstream call starts and a PendingHold comes back at once.
     """
     ticket: limits.SpendTicket | None = None
     if key.has_limits:
@@ -183,6 +192,14 @@ async def hold_open(call: Call, key: KeyContext, amount_nanos: int, *, tokens: i
             call.extra_headers.update(exc.headers)
             raise
         call.extra_headers.update(headers)
+    if optimistic and optimistic_admit(key.org_id, amount_nanos):
+        return PendingHold(call, key, amount_nanos, ticket)
+    return await _hold_write(call, key, amount_nanos, ticket)
+
+
+async def _hold_write(
+    call: Call, key: KeyContext, amount_nanos: int, ticket: limits.SpendTicket | None, *, refused=GatewayError
+) -> HeldFunds:
     try:
         # A client that leaves while its hold is being written: the boundary releases it once written.
         hold = await ahold_open(org_id=key.org_id, request_id=call.request_id, amount_nanos=amount_nanos)
@@ -191,10 +208,110 @@ async def hold_open(call: Call, key: KeyContext, amount_nanos: int, *, tokens: i
         # reservation back to the spend caps.
         await asyncio.shield(limits.spend_settle(ticket, 0))
         if isinstance(exc, InsufficientBalanceError):
-            raise GatewayError(ErrorKind.BILLING, str(exc), should_retry=False) from exc
+            raise refused(ErrorKind.BILLING, str(exc), should_retry=False) from exc
         raise
     call.spend_ticket = ticket  # settle() hands it back to the spend caps (Call is a plain dataclass)
     return hold
+
+
+# -- optimistic admission (issue 15) -------------------------------------------------------------------
+# A lone request need not wait for its hold's database round trip before its upstream call when its
+# organisation is known to be rich: the hold is written while the upstream call starts, and
+# confirmed (awaited — normally long done) before any of the answer reaches the client and before
+# settlement (proxy/exchange.py). The database still decides: a hold it refuses (other processes
+# spent the funds within the view's age) cancels the upstream call and answers 402, debiting
+# nothing; the reseller absorbs at most that upstream call. "Known to be rich": the funds this
+# process last saw (billing.services.holds.funds_available, refreshed by every hold, settlement and
+# release statement) at most RUAPI_OPTIMISTIC_HOLD_MAX_AGE seconds ago, less this process's
+# optimistic holds still being written, are at least RUAPI_OPTIMISTIC_HOLD_FACTOR times the hold.
+
+
+class HoldRefused(GatewayError):
+    """An optimistic hold the database refused: the 402 of a refused hold, after the upstream call started."""
+
+
+_writing: dict[int, int] = {}  # org_id -> nano-USD of this process's optimistic holds being written
+_writing_lock = threading.Lock()
+_tasks: set[asyncio.Task] = set()  # hold writes and give-backs in flight (a running task must be referenced)
+stats = {"optimistic": 0, "refused": 0}  # optimistic holds started and refused in this process (tests)
+
+
+def optimistic_admit(org_id: int, amount_nanos: int) -> bool:
+    """Whether a hold may be written while the upstream call starts; if so it counts as being written."""
+    factor = settings.RUAPI_OPTIMISTIC_HOLD_FACTOR
+    if factor <= 0:
+        return False
+    available = funds_available(org_id, max_age=settings.RUAPI_OPTIMISTIC_HOLD_MAX_AGE)
+    if available is None:
+        return False
+    with _writing_lock:
+        writing = _writing.get(org_id, 0)
+        if available - writing < factor * amount_nanos:
+            return False
+        _writing[org_id] = writing + amount_nanos
+    stats["optimistic"] += 1
+    return True
+
+
+class PendingHold:
+    """A hold being written while the upstream call starts. The exchange `confirm()`s it before any of
+    the answer leaves and before settling, or `discard()`s it when the request ends before that."""
+
+    def __init__(self, call: Call, key: KeyContext, amount_nanos: int, ticket: limits.SpendTicket | None) -> None:
+        self.org_id = key.org_id
+        self.request_id = call.request_id
+        self.amount_nanos = amount_nanos
+        self._call = call
+        self.task = asyncio.get_running_loop().create_task(
+            _hold_write(call, key, amount_nanos, ticket, refused=HoldRefused)
+        )
+        _tasks.add(self.task)
+        self.task.add_done_callback(self._written)
+
+    def _written(self, task: asyncio.Task) -> None:
+        _tasks.discard(task)
+        with _writing_lock:
+            left = _writing.get(self.org_id, 0) - self.amount_nanos
+            if left > 0:
+                _writing[self.org_id] = left
+            else:
+                _writing.pop(self.org_id, None)
+        if not task.cancelled() and isinstance(task.exception(), HoldRefused):
+            stats["refused"] += 1
+            observability.optimistic_hold_refused()
+            logger.warning(
+                "request %s: optimistic hold of %d nano-USD refused after its upstream call started "
+                "(organisation %d spent elsewhere); answered 402, nothing debited",
+                self.request_id, self.amount_nanos, self.org_id,
+            )  # fmt: skip
+
+    def done(self) -> bool:
+        return self.task.done()
+
+    async def confirm(self) -> HeldFunds:
+        """The written hold; raises HoldRefused (402), or the database's error as a failed hold does.
+        A caller cancelled meanwhile does not cancel the write (see `discard`)."""
+        return await asyncio.shield(self.task)
+
+    def written(self) -> HeldFunds | None:
+        """The hold if it was written, None if it was refused or failed (then nothing is held)."""
+        if not self.task.done() or self.task.cancelled() or self.task.exception() is not None:
+            return None
+        return self.task.result()
+
+    def discard(self) -> None:
+        """Nobody will use this hold (the client left, a failure): once written it is released and its
+        spend-cap reservation given back; refused or failed, nothing is held and the reservation is
+        already back (`_hold_write`)."""
+        self.task.add_done_callback(release_when_written)
+        self.task.add_done_callback(self._ticket_back)
+
+    def _ticket_back(self, task: asyncio.Task) -> None:
+        if self.written() is None:
+            return
+        back = asyncio.get_running_loop().create_task(limits.spend_settle(getattr(self._call, "spend_ticket", None), 0))
+        _tasks.add(back)
+        back.add_done_callback(_tasks.discard)
 
 
 @dataclass

@@ -74,7 +74,7 @@ class ResponsesExchange(ChatExchange):
         key: KeyContext,
         spec: ModelSpec,
         body: dict,
-        hold: HeldFunds,
+        hold: HeldFunds | metering.PendingHold,
         *,
         input_estimate: int,
         items: list[dict],
@@ -188,7 +188,7 @@ async def responses_create(request: HttpRequest) -> HttpResponse:
             thinking_in_cap=True,
             tools_nanos=metering.server_tools_hold_nanos(spec, body),
         )
-        hold = await metering.hold_open(call, key, hold_amount, tokens=input_estimate)
+        hold = await metering.hold_open(call, key, hold_amount, tokens=input_estimate, optimistic=True)
     except GatewayError as exc:
         return error_response(call, exc)
     exchange = ResponsesExchange(call, key, spec, body, hold, input_estimate=input_estimate, items=items)

@@ -85,6 +85,10 @@ REFUSALS = Counter(
     ["endpoint", "status"],
 )  # fmt: skip
 RATE_LIMITED = Counter("ruapi_ratelimit_refusals", "Requests refused by a rate limit (429)", ["endpoint"])
+OPTIMISTIC_HOLD_REFUSALS = Counter(
+    "ruapi_optimistic_hold_refusals",
+    "Optimistic holds the database refused after the upstream call had started (402, nothing debited)",
+)  # fmt: skip
 DRAINING = Gauge("ruapi_draining", "1 while this process shuts down", multiprocess_mode="livemax")
 LEDGER_QUEUE_DEPTH = Gauge(
     "ruapi_ledger_queue_depth", "Holds / settlements queued for the batched ledger writer", ["kind"],
@@ -108,6 +112,10 @@ def upstream_failure(route) -> None:
 
 def route_capped(route) -> None:
     ROUTE_CAPPED.labels(*_route_labels(route)).inc()
+
+
+def optimistic_hold_refused() -> None:
+    OPTIMISTIC_HOLD_REFUSALS.inc()
 
 
 def draining(is_draining: bool) -> None:

@@ -320,6 +320,13 @@ RUAPI_HOLD_TTL = env_int("RUAPI_HOLD_TTL", 3600)
 # event loop (billing/services/holds_pg.py); off = the same statements one request at a time
 # through the ORM thread pool (run_db). SQLite always uses the ORM backend.
 RUAPI_BATCHED_LEDGER = env_bool("RUAPI_BATCHED_LEDGER", True)
+# Optimistic admission (proxy/metering.py, issue 15): a chat/messages/responses request starts its
+# upstream call while its hold is written when its organisation's available funds, as this process
+# last saw them at most MAX_AGE seconds ago and less its optimistic holds still being written, are at
+# least FACTOR times the hold. The database still decides: a refused hold answers 402 before any byte
+# of the answer, debiting nothing (the reseller absorbs that upstream call). FACTOR 0 turns it off.
+RUAPI_OPTIMISTIC_HOLD_FACTOR = env_float("RUAPI_OPTIMISTIC_HOLD_FACTOR", 20.0)
+RUAPI_OPTIMISTIC_HOLD_MAX_AGE = env_float("RUAPI_OPTIMISTIC_HOLD_MAX_AGE", 1.0)
 # Usage (issue 6): raw usage events are deleted after this many days; rollups are kept forever.
 RUAPI_USAGE_EVENT_RETENTION_DAYS = env_int("RUAPI_USAGE_EVENT_RETENTION_DAYS", 90)
 # Responses API (issue 13): a stored response (store != false) is kept this many days, then it no

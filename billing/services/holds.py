@@ -18,9 +18,17 @@ Two backends, chosen once (by the database's vendor): the ORM (SQLite, the embed
 and a batch of many alike. On the server's event loops (after the ASGI lifespan startup, unless
 RUAPI_BATCHED_LEDGER is off) the Postgres statements are queued and batched on async connection
 pools; everywhere else they run on Django's connection (through run_db from async code).
+
+Every hold, settlement and release also tells the process what it saw of the organisation's funds
+(`funds_seen`: balance, held, credit limit after its update, read by the statement itself): the
+process's view of each organisation's available funds, with its age (`funds_available`), for the
+gateway's optimistic admission (proxy/metering.py). The view only decides whether a request may
+start before its hold is written; the holds above still decide every admission.
 """
 
 import asyncio
+import threading
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -113,6 +121,47 @@ def new_hold(request: HoldRequest) -> HeldFunds:
     )
 
 
+# -- what this process last saw of each organisation's funds ----------------------------------------
+@dataclass(frozen=True, slots=True)
+class Funds:
+    available_nanos: int  # balance + credit limit - held, after the statement that saw it
+    seen_at: float  # time.monotonic() when that statement was sent: the figure is at least this recent
+
+
+_funds: dict[int, Funds] = {}
+_funds_lock = threading.Lock()  # the server's event loops and run_db's threads all report
+
+
+def funds_seen(org_id: int, balance_nanos: int, held_nanos: int, credit_limit_nanos: int, *, at: float) -> None:
+    """A hold, settlement or release statement sent at `at` (time.monotonic()) left these figures."""
+    funds = Funds(balance_nanos + credit_limit_nanos - held_nanos, at)
+    with _funds_lock:
+        current = _funds.get(org_id)
+        if current is None or at >= current.seen_at:
+            _funds[org_id] = funds
+
+
+def funds_available(org_id: int, *, max_age: float) -> int | None:
+    """The organisation's available funds as last seen, if seen within `max_age` seconds, else None."""
+    funds = _funds.get(org_id)
+    if funds is None or time.monotonic() - funds.seen_at > max_age:
+        return None
+    return funds.available_nanos
+
+
+def funds_forget() -> None:
+    """Forget every organisation's funds (tests)."""
+    with _funds_lock:
+        _funds.clear()
+
+
+def _balance_seen(org_id: int, at: float) -> None:
+    """The ORM backend's report: the balance row as its transaction leaves it, once committed."""
+    row = Balance.objects.filter(org_id=org_id).values_list("balance_nanos", "held_nanos", "credit_limit_nanos").first()
+    if row is not None:
+        transaction.on_commit(lambda: funds_seen(org_id, *row, at=at))
+
+
 def _check_costs(items: Sequence[tuple[HeldFunds, UsageRecord]]) -> None:
     if any(usage.cost_nanos < 0 for _, usage in items):
         raise BillingError("a cost cannot be negative")
@@ -134,10 +183,12 @@ class _OrmBackend:
 
     @transaction.atomic
     def _hold_open(self, hold: HeldFunds) -> HeldFunds | None:
+        at = time.monotonic()
         # balance + credit limit >= held + amount; the credit limit is zero unless the org is postpaid.
         reserved = Balance.objects.filter(
             org_id=hold.org_id, balance_nanos__gte=F("held_nanos") + hold.amount_nanos - F("credit_limit_nanos")
         ).update(held_nanos=F("held_nanos") + hold.amount_nanos)
+        _balance_seen(hold.org_id, at)
         if not reserved:
             return None
         Hold.objects.create(
@@ -160,6 +211,7 @@ class _OrmBackend:
 
     @transaction.atomic
     def _hold_settle(self, hold: HeldFunds, usage: UsageRecord) -> UsageEvent:
+        at = time.monotonic()
         existing = UsageEvent.objects.filter(request_id=usage.request_id).first()
         if existing is not None:
             return existing
@@ -172,6 +224,7 @@ class _OrmBackend:
             Balance.objects.filter(org_id=hold.org_id).update(
                 held_nanos=F("held_nanos") - release, balance_nanos=F("balance_nanos") - usage.cost_nanos
             )
+        _balance_seen(hold.org_id, at)
         if usage.cost_nanos:
             LedgerEntry.objects.create(
                 org_id=hold.org_id, kind=LedgerEntry.Kind.USAGE, amount_nanos=-usage.cost_nanos,
@@ -181,12 +234,14 @@ class _OrmBackend:
 
     @transaction.atomic
     def hold_release(self, hold_id: uuid.UUID) -> bool:
+        at = time.monotonic()
         row = Hold.objects.filter(pk=hold_id, status=Hold.Status.PENDING).values_list("org_id", "amount_nanos").first()
         if row is None or not Hold.objects.filter(pk=hold_id, status=Hold.Status.PENDING).update(
             status=Hold.Status.RELEASED
         ):
             return False
         Balance.objects.filter(org_id=row[0]).update(held_nanos=F("held_nanos") - row[1])
+        _balance_seen(row[0], at)
         return True
 
     def writer(self) -> None:
@@ -285,7 +340,7 @@ async def ahold_open(*, org_id: int, request_id: str, amount_nanos: int) -> Held
     try:
         hold = await asyncio.shield(task)
     except asyncio.CancelledError:
-        task.add_done_callback(_release_when_written)
+        task.add_done_callback(release_when_written)
         raise
     if hold is None:
         raise InsufficientBalanceError("Insufficient balance: top up to continue.")
@@ -308,7 +363,9 @@ async def ahold_release(*, hold: HeldFunds) -> bool:
 _releases: set[asyncio.Task] = set()
 
 
-def _release_when_written(task: asyncio.Future) -> None:
+def release_when_written(task: asyncio.Future) -> None:
+    """A done callback for a task writing a hold nobody will use: its hold, if written, is released
+    (in a task kept referenced here)."""
     if task.cancelled() or task.exception() is not None or task.result() is None:
         return
     release = asyncio.get_running_loop().create_task(ahold_release(hold=task.result()))

@@ -22,10 +22,15 @@ The rules (billing/services/holds.py), per organisation instead of per request:
   on the usage event and the usage ledger entry make a second settlement of a request fail — a
   failed batch (that, a deadlock, a lost connection) is settled item by item as batches of one,
   and a batch of one that fails as a duplicate returns the first event.
+
+Each statement also returns its organisations' balance, held and credit limit after its update
+(RETURNING of the balance UPDATE; a hold's refused organisation: the row it locked), for the
+process's view of their funds (holds.funds_seen; proxy/metering.py's optimistic admission).
 """
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -38,7 +43,15 @@ from django.utils import timezone
 from psycopg.conninfo import make_conninfo
 
 from billing.models import Balance, Hold, LedgerEntry, UsageEvent
-from billing.services.holds import HeldFunds, HoldRequest, Settled, UsageRecord, new_hold, usage_description
+from billing.services.holds import (
+    HeldFunds,
+    HoldRequest,
+    Settled,
+    UsageRecord,
+    funds_seen,
+    new_hold,
+    usage_description,
+)
 from ruapi import observability
 from ruapi.db import database_unreachable, run_db
 
@@ -47,6 +60,21 @@ logger = logging.getLogger(__name__)
 MAX_BATCH = 256  # items per statement
 MAX_INFLIGHT = 2  # statements per kind at a time (and connections per kind and event loop)
 CHECKOUT_TIMEOUT_S = 0.5  # the pool never has fewer connections than statements in flight unless it cannot connect
+
+
+def _reporter(at: float, *, on_commit: bool):
+    """What a statement sent at `at` saw of its organisations' funds, for holds.funds_seen: at once
+    (the async pools' statements commit as they return), or when Django's transaction commits."""
+
+    def report(funds: list[tuple]) -> None:
+        def seen() -> None:
+            for org_id, balance_nanos, held_nanos, credit_limit_nanos in funds:
+                funds_seen(org_id, balance_nanos, held_nanos, credit_limit_nanos, at=at)
+
+        if funds:
+            transaction.on_commit(seen) if on_commit else seen()
+
+    return report
 
 
 class _Rows:
@@ -97,22 +125,31 @@ class _Statements:
         self.events = _Rows(UsageEvent)
         self.entries = _Rows(LedgerEntry)
         balance, holds = Balance._meta.db_table, Hold._meta.db_table
+        # Besides the request ids of the holds written, one row per organisation with its balance,
+        # held and credit limit after the update (before it, when its holds were refused).
         self.hold_sql = f"""
 WITH req AS (
   SELECT * FROM {self.holds.recordset}
 ), total AS (
   SELECT org_id, SUM(amount_nanos)::bigint AS amount FROM req GROUP BY org_id
 ), locked AS (
-  SELECT b.org_id FROM {balance} b WHERE b.org_id IN (SELECT org_id FROM total) ORDER BY b.org_id FOR NO KEY UPDATE
+  SELECT b.org_id, b.balance_nanos, b.held_nanos, b.credit_limit_nanos FROM {balance} b
+  WHERE b.org_id IN (SELECT org_id FROM total) ORDER BY b.org_id FOR NO KEY UPDATE
 ), reserved AS (
   UPDATE {balance} b SET held_nanos = b.held_nanos + total.amount, updated_at = %s
   FROM total JOIN locked USING (org_id)
   WHERE b.org_id = total.org_id AND b.balance_nanos + b.credit_limit_nanos >= b.held_nanos + total.amount
-  RETURNING b.org_id
+  RETURNING b.org_id, b.balance_nanos, b.held_nanos, b.credit_limit_nanos
+), written AS (
+  INSERT INTO {self.holds.table} ({self.holds.columns}) SELECT {self.holds.columns} FROM req
+  WHERE org_id IN (SELECT org_id FROM reserved)
+  RETURNING request_id
 )
-INSERT INTO {self.holds.table} ({self.holds.columns}) SELECT {self.holds.columns} FROM req
-WHERE org_id IN (SELECT org_id FROM reserved)
-RETURNING request_id"""
+SELECT request_id, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint FROM written
+UNION ALL
+SELECT NULL, l.org_id, COALESCE(r.balance_nanos, l.balance_nanos), COALESCE(r.held_nanos, l.held_nanos),
+  COALESCE(r.credit_limit_nanos, l.credit_limit_nanos)
+FROM locked l LEFT JOIN reserved r USING (org_id)"""
         self.settle_sql = f"""
 WITH s AS (
   SELECT * FROM json_to_recordset(%s::json) AS s(hold_id uuid, org_id bigint, cost bigint)
@@ -130,16 +167,21 @@ WITH s AS (
 ), debited AS (
   UPDATE {balance} b SET held_nanos = b.held_nanos - per_org.released, balance_nanos = b.balance_nanos - per_org.cost,
   updated_at = %s FROM per_org JOIN locked USING (org_id) WHERE b.org_id = per_org.org_id
+  RETURNING b.org_id, b.balance_nanos, b.held_nanos, b.credit_limit_nanos
 ), entries AS (
   {self.entries.insert_sql}
+), events AS (
+  {self.events.insert_sql} RETURNING id, request_id, created_at
 )
-{self.events.insert_sql} RETURNING id, request_id, created_at"""
+SELECT id, request_id, created_at, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint FROM events
+UNION ALL
+SELECT NULL, NULL, NULL, org_id, balance_nanos, held_nanos, credit_limit_nanos FROM debited"""
         self.release_sql = f"""
 WITH r AS (
   UPDATE {holds} SET status = 'released' WHERE id = %s AND status = 'pending' RETURNING org_id, amount_nanos
 )
 UPDATE {balance} b SET held_nanos = b.held_nanos - r.amount_nanos, updated_at = %s FROM r WHERE b.org_id = r.org_id
-RETURNING b.org_id"""
+RETURNING b.org_id, b.balance_nanos, b.held_nanos, b.credit_limit_nanos"""
         self.event_sql = f"SELECT id, created_at FROM {UsageEvent._meta.db_table} WHERE request_id = %s"
 
     def hold(self, holds: Sequence[HeldFunds]) -> tuple[str, list]:
@@ -149,9 +191,11 @@ RETURNING b.org_id"""
         return self.hold_sql, [self.holds.json(rows, now=now), now]
 
     @staticmethod
-    def admitted(holds: Sequence[HeldFunds], rows: list[tuple]) -> list[HeldFunds | None]:
-        """Each hold if written; for the others None: refused when alone, else to be decided alone."""
-        written = {row[0] for row in rows}
+    def admitted(holds: Sequence[HeldFunds], rows: list[tuple], report) -> list[HeldFunds | None]:
+        """Each hold if written; for the others None: refused when alone, else to be decided alone.
+        `report(funds)` gets the organisations' (org_id, balance, held, credit limit) rows."""
+        written = {row[0] for row in rows if row[0] is not None}
+        report([row[1:] for row in rows if row[0] is None])
         return [h if h.request_id in written else None for h in holds]
 
     def settle(self, items: Sequence[tuple[HeldFunds, UsageRecord]]) -> tuple[str, list]:
@@ -168,8 +212,9 @@ RETURNING b.org_id"""
         return self.settle_sql, params
 
     @staticmethod
-    def settled(items: Sequence[tuple[HeldFunds, UsageRecord]], rows: list[tuple]) -> list[Settled]:
-        by_request = {request_id: Settled(pk, created_at) for pk, request_id, created_at in rows}
+    def settled(items: Sequence[tuple[HeldFunds, UsageRecord]], rows: list[tuple], report) -> list[Settled]:
+        by_request = {row[1]: Settled(row[0], row[2]) for row in rows if row[1] is not None}
+        report([row[3:] for row in rows if row[1] is None])
         return [by_request[u.request_id] for _, u in items]
 
 
@@ -202,7 +247,8 @@ class PgBackend:
 
     def _holds_write(self, holds: Sequence[HeldFunds]) -> list[HeldFunds | None]:
         try:
-            results = self.statements.admitted(holds, self._execute(*self.statements.hold(holds)))
+            report = _reporter(time.monotonic(), on_commit=True)
+            results = self.statements.admitted(holds, self._execute(*self.statements.hold(holds)), report)
         except Exception:
             if len(holds) == 1:
                 raise
@@ -214,7 +260,8 @@ class PgBackend:
 
     def holds_settle(self, items: Sequence[tuple[HeldFunds, UsageRecord]]) -> list[Settled]:
         try:
-            return self.statements.settled(items, self._execute(*self.statements.settle(items)))
+            report = _reporter(time.monotonic(), on_commit=True)
+            return self.statements.settled(items, self._execute(*self.statements.settle(items)), report)
         except IntegrityError:
             if len(items) == 1:  # settled before (or by a racing call): the first event
                 row = self._execute(self.statements.event_sql, [items[0][1].request_id])
@@ -232,7 +279,10 @@ class PgBackend:
         return [self.holds_settle([item])[0] for item in items]
 
     def hold_release(self, hold_id: uuid.UUID) -> bool:
-        return bool(self._execute(self.statements.release_sql, [hold_id, timezone.now()]))
+        report = _reporter(time.monotonic(), on_commit=True)
+        rows = self._execute(self.statements.release_sql, [hold_id, timezone.now()])
+        report(rows)
+        return bool(rows)
 
     # -- batched, on a server's event loop ----------------------------------------------------------
     async def writer_open(self) -> None:
@@ -378,7 +428,9 @@ class _Writer:
     async def _flush_holds(self, batch: list[tuple[HeldFunds, asyncio.Future]]) -> None:
         holds = [hold for hold, _ in batch]
         try:
-            results = self._statements.admitted(holds, await self._execute("hold", *self._statements.hold(holds)))
+            report = _reporter(time.monotonic(), on_commit=False)
+            rows = await self._execute("hold", *self._statements.hold(holds))
+            results = self._statements.admitted(holds, rows, report)
         except Exception:
             logger.warning("batched holds failed; deciding %d holds alone", len(batch), exc_info=True)
             results = [_ALONE] * len(batch)
@@ -395,7 +447,9 @@ class _Writer:
     async def _flush_settlements(self, batch: list[tuple[tuple, asyncio.Future]]) -> None:
         items = [item for item, _ in batch]
         try:
-            results = self._statements.settled(items, await self._execute("settle", *self._statements.settle(items)))
+            report = _reporter(time.monotonic(), on_commit=False)
+            rows = await self._execute("settle", *self._statements.settle(items))
+            results = self._statements.settled(items, rows, report)
         except Exception as exc:
             if len(batch) > 1 or not isinstance(exc, psycopg.errors.UniqueViolation):
                 logger.warning("batched settlement failed; settling %d alone", len(batch), exc_info=True)

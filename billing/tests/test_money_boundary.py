@@ -22,6 +22,7 @@ from billing.services import (
     ahold_open,
     ahold_release,
     ahold_settle,
+    balance_adjust,
     balance_get,
     hold_release,
     holds_expire,
@@ -323,3 +324,35 @@ def test_negative_amounts_are_refused(money):
     with pytest.raises(BillingError):
         money.settle_many([(hold, record(org, "ok", -1))])
     assert figures(org) == (USD, 1)
+
+
+def test_holds_settlements_and_releases_report_the_organisations_funds(money):
+    # given: a postpaid organisation ($1 + $0.10 of credit) this process has seen nothing of
+    org = funded_org("Acme")
+    Balance.objects.filter(org_id=org.id).update(credit_limit_nanos=CENTS_10)
+    boundary.funds_forget()
+    assert boundary.funds_available(org.id, max_age=60) is None
+
+    def seen():
+        return boundary.funds_available(org.id, max_age=60)
+
+    # when/then: a hold reports balance + credit limit - held after it
+    hold = hold_one(money, org, "r1", 3 * CENTS_10)
+    assert seen() == USD + CENTS_10 - 3 * CENTS_10
+    # an operator's debit is not a hold statement: the view does not know of it ...
+    balance_adjust(org_id=org.id, amount_nanos=-USD // 2, reason="test", actor="test")
+    assert seen() == USD + CENTS_10 - 3 * CENTS_10
+    # ... until the next statement, even a refused hold, reports the figures as they stand
+    assert hold_one(money, org, "too-much", USD) is None
+    assert seen() == USD // 2 + CENTS_10 - 3 * CENTS_10
+    # a settlement: the cost debited, the hold released
+    settle_one(money, hold, record(org, "r1", CENTS_10))
+    assert seen() == USD // 2 - CENTS_10 + CENTS_10
+    # a release gives the held money back to the view as well
+    second = hold_one(money, org, "r2", 2 * CENTS_10)
+    assert seen() == USD // 2 - 2 * CENTS_10
+    assert money.release(second)
+    assert seen() == USD // 2
+    # and the figure ages: not fresher than the statement that saw it
+    assert boundary.funds_available(org.id, max_age=0) is None
+    assert ledger_reconcile() == []
