@@ -50,7 +50,22 @@ def responses_error_message(error: GatewayError) -> str:
     return error.message
 
 
-class ResponsesEvents:
+class EndsInFailureUnlessDone:
+    """Upstream EOF before the stream's own end is a failure, never a fake completion: the one
+    `finish` of the machines here; each has `done` and `fail(error)`."""
+
+    done: bool
+
+    def finish(self) -> list[SSEItem]:
+        if self.done:
+            return []
+        return self.fail(GatewayError(ErrorKind.API_ERROR, STREAM_INCOMPLETE))
+
+    def fail(self, error: GatewayError) -> list[SSEItem]:
+        raise NotImplementedError
+
+
+class ResponsesEvents(EndsInFailureUnlessDone):
     """Sequence numbers and the failure tail shared by the R-emitting machines."""
 
     seq: int
@@ -413,12 +428,6 @@ class AnthropicToResponsesStream(ResponsesEvents):
             items += self._finalize()
         return items
 
-    def finish(self) -> list[SSEItem]:
-        """Upstream EOF: finished after message_stop, else a failure (never a fake completed)."""
-        if self.done:
-            return []
-        return self.fail(GatewayError(ErrorKind.API_ERROR, STREAM_INCOMPLETE))
-
     def fail(self, error: GatewayError) -> list[SSEItem]:
         if self.done:
             return []
@@ -431,7 +440,7 @@ class AnthropicToResponsesStream(ResponsesEvents):
         return items
 
 
-class ResponsesToAnthropicStream:
+class ResponsesToAnthropicStream(EndsInFailureUnlessDone):
     """Feed an R upstream's events, get neutral A events (§5.11)."""
 
     def __init__(self, conv: Conversion, *, model: str, message_id: str, sealer: Sealer | None = None) -> None:
@@ -649,11 +658,6 @@ class ResponsesToAnthropicStream:
             items += self._finalize(event.get("response") or {})
         return items
 
-    def finish(self) -> list[SSEItem]:
-        if self.done:
-            return []
-        return self.fail(GatewayError(ErrorKind.API_ERROR, STREAM_INCOMPLETE))
-
     def fail(self, error: GatewayError) -> list[SSEItem]:
         if self.done:
             return []
@@ -718,11 +722,6 @@ class ResponsesRelay(ResponsesEvents):
             if kind == "response.failed" and self.error is None:
                 self.error = upstream_stream_error({"error": (response or {}).get("error") or {}}, "openai")
         return [(kind, event)]
-
-    def finish(self) -> list[SSEItem]:
-        if self.done:
-            return []
-        return self.fail(GatewayError(ErrorKind.API_ERROR, STREAM_INCOMPLETE))
 
     def fail(self, error: GatewayError) -> list[SSEItem]:
         if self.done:
