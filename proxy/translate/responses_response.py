@@ -11,7 +11,7 @@ from .envelope import Sealer
 from .models import Conversion
 from .responses_request import ENCRYPTED_INCLUDE
 from .tools import compact_json, tool_input_from_arguments
-from .usage import Usage, _parsed, _wire_count, usage_to_anthropic
+from .usage import Usage, usage_cached_in_prompt, usage_to_anthropic
 
 NewId = Callable[[str], str]  # prefix ("resp", "msg", "rs", "fc", "ctc", "call", "toolu") -> a fresh id
 
@@ -51,20 +51,7 @@ def usage_from_responses(usage: dict | None) -> Usage:
     """Normalize an R usage object: input_tokens include cached and cache-written tokens (§5.1)."""
     if not isinstance(usage, dict):
         return Usage()
-    problems: list[str] = []
-    input_details = usage.get("input_tokens_details") if isinstance(usage.get("input_tokens_details"), dict) else {}
-    output_details = usage.get("output_tokens_details") if isinstance(usage.get("output_tokens_details"), dict) else {}
-    cached = _wire_count(input_details.get("cached_tokens"), "cached_tokens", problems)
-    written = _wire_count(input_details.get("cache_write_tokens"), "cache_write_tokens", problems)
-    prompt = _wire_count(usage.get("input_tokens"), "input_tokens", problems)
-    return _parsed(
-        problems,
-        input_tokens=max(prompt - cached - written, 0),
-        cache_read_tokens=cached,
-        cache_write_tokens=written,
-        output_tokens=_wire_count(usage.get("output_tokens"), "output_tokens", problems),
-        reasoning_tokens=_wire_count(output_details.get("reasoning_tokens"), "reasoning_tokens", problems),
-    )
+    return usage_cached_in_prompt(usage, prompt="input_tokens", output="output_tokens")
 
 
 def usage_to_responses(usage: Usage) -> dict:

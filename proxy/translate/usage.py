@@ -217,19 +217,26 @@ def usage_from_openai(usage: dict | None) -> Usage:
     """Normalize an O usage dict; O prompt_tokens include cached and cache-written tokens (§3.2)."""
     if not usage or not isinstance(usage, dict):
         return Usage()
+    return usage_cached_in_prompt(usage, prompt="prompt_tokens", output="completion_tokens")
+
+
+def usage_cached_in_prompt(usage: dict, *, prompt: str, output: str) -> Usage:
+    """OpenAI-style usage, whose prompt count includes cached and cache-written tokens: Chat Completions
+    (prompt_tokens / completion_tokens) and the Responses API (input_tokens / output_tokens), each count
+    with its `<name>_details`."""
     problems: list[str] = []
-    prompt_details = _details(usage, "prompt_tokens_details")
-    completion_details = _details(usage, "completion_tokens_details")
+    prompt_details = _details(usage, f"{prompt}_details")
+    output_details = _details(usage, f"{output}_details")
     cache_read = _wire_count(prompt_details.get("cached_tokens"), "cached_tokens", problems)
     cache_write = _wire_count(prompt_details.get("cache_write_tokens"), "cache_write_tokens", problems)
-    prompt = _wire_count(usage.get("prompt_tokens"), "prompt_tokens", problems)
+    prompt_count = _wire_count(usage.get(prompt), prompt, problems)
     return _parsed(
         problems,
-        input_tokens=max(prompt - cache_read - cache_write, 0),
+        input_tokens=max(prompt_count - cache_read - cache_write, 0),
         cache_read_tokens=cache_read,
         cache_write_tokens=cache_write,
-        output_tokens=_wire_count(usage.get("completion_tokens"), "completion_tokens", problems),
-        reasoning_tokens=_wire_count(completion_details.get("reasoning_tokens"), "reasoning_tokens", problems),
+        output_tokens=_wire_count(usage.get(output), output, problems),
+        reasoning_tokens=_wire_count(output_details.get("reasoning_tokens"), "reasoning_tokens", problems),
     )
 
 
