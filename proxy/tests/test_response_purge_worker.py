@@ -51,7 +51,10 @@ def test_a_worker_purges_expired_stored_responses_only(services_required, tmp_pa
     worker = _start_worker(queue, log)
     try:
         app.send_task("proxy.tasks.purge_stored_responses", queue=queue)
-        _wait_for(lambda: not StoredResponse.objects.filter(id__startswith="resp_old").exists(), 60, worker, log)
+        # Until the task has finished (its rows go in batches, then the worker logs the success): stopping the
+        # worker as soon as the last batch committed raced its "succeeded" line.
+        _wait_for(lambda: "succeeded" in log.read_text()
+                  and not StoredResponse.objects.filter(id__startswith="resp_old").exists(), 60, worker, log)  # fmt: skip
     finally:
         _kill(worker)
 
