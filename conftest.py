@@ -69,6 +69,26 @@ class LiveGateway:
                 connection.close_pool()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _settle_before_response():
+    """Tests read the ledger as soon as an answer arrives: the gateways they run (in this process and
+    in subprocesses) make every debit durable before the answer's last byte. Production's default, the
+    settlement overlapping the answer, has its own tests (proxy/tests/integration/test_settlement_overlap.py,
+    which turns it back on) and the benchmark."""
+    import os
+
+    from django.conf import settings
+
+    previous = os.environ.get("RUAPI_SETTLE_BEFORE_RESPONSE")
+    os.environ["RUAPI_SETTLE_BEFORE_RESPONSE"] = "1"
+    settings.RUAPI_SETTLE_BEFORE_RESPONSE = True
+    yield
+    if previous is None:
+        os.environ.pop("RUAPI_SETTLE_BEFORE_RESPONSE", None)
+    else:
+        os.environ["RUAPI_SETTLE_BEFORE_RESPONSE"] = previous
+
+
 @pytest.fixture(autouse=True)
 def _fresh_state():
     """Each test starts with an empty Django cache, key cache and rate-limit counters: the Redis
@@ -173,14 +193,15 @@ def gateway(live_gateway, transactional_db, mock_upstream):
 
 
 def wait_for_stored_responses(timeout: float = 10.0) -> None:
-    """Stored Responses-API responses are written after the response's last byte (proxy/response_store.py):
-    let those of the test finish before its database is flushed (a flush racing a write deadlocks)."""
+    """Settlements and stored Responses-API responses are written after the response's last byte
+    (proxy/metering.py, proxy/response_store.py): let those of the test finish before its database
+    is flushed (a flush racing a write deadlocks)."""
     import time
 
-    from proxy import response_store
+    from proxy import metering, response_store
 
     deadline = time.monotonic() + timeout
-    while response_store._pending and time.monotonic() < deadline:
+    while (response_store._pending or metering._settling) and time.monotonic() < deadline:
         time.sleep(0.02)
 
 

@@ -244,7 +244,8 @@ class ChatExchange(Exchange):
             out = hub_response(client, upstream, data, conversion, self.turn)
 
         cost = metering.usage_cost(usage, self.spec.prices)
-        cost = await self.settle(metering.Outcome(usage=usage, cost_nanos=cost, route=route, attempts=attempts))
+        outcome = metering.Outcome(usage=usage, cost_nanos=cost, route=route, attempts=attempts)
+        cost = await self.settle(outcome, overlap=True)
         if isinstance(out.get("usage"), dict):
             out["usage"]["cost"] = usd_number(cost)
         self.completed(out)

@@ -272,11 +272,12 @@ class Exchange:
         response["x-ruapi-attempts"] = str(attempts)
         return response
 
-    async def settle(self, outcome: metering.Outcome) -> int:
-        """Settle this request once (metering.settle); returns what was debited."""
+    async def settle(self, outcome: metering.Outcome, *, overlap: bool = False) -> int:
+        """Settle this request once (metering.settle); returns what was debited. `overlap`: the caller
+        sends a complete answer next, which may leave while the settlement commits."""
         self.settled = True
         await self.confirm_hold()  # a guard: every path confirmed it already (`_run`, `fail`, `abandon`)
-        return await metering.settle(self.call, self.key, self.hold, self.spec, outcome)
+        return await metering.settle(self.call, self.key, self.hold, self.spec, outcome, overlap=overlap)
 
     async def read_json(self, reply, route: RouteSpec, attempts: int) -> dict | None:
         """A 2xx JSON body, or None after answering the failure (malformed or an error body)."""

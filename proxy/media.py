@@ -73,7 +73,7 @@ class OpenAIOnlyExchange(Exchange):
         self, data: dict, route: RouteSpec, attempts: int, usage: Usage, cost: int, units=0
     ) -> HttpResponse:
         outcome = metering.Outcome(usage=usage, cost_nanos=cost, units=units, route=route, attempts=attempts)
-        cost = await self.settle(outcome)
+        cost = await self.settle(outcome, overlap=True)
         if "model" in data:
             data["model"] = self.spec.name
         if isinstance(data.get("usage"), dict):
@@ -169,7 +169,7 @@ class TranscriptionExchange(OpenAIOnlyExchange):
         if data is not None:
             return await self.answer(data, route, attempts, usage, cost, units=seconds)
         outcome = metering.Outcome(usage=usage, cost_nanos=cost, units=seconds, route=route, attempts=attempts)
-        cost = await self.settle(outcome)
+        cost = await self.settle(outcome, overlap=True)
         response = HttpResponse(raw, content_type=reply.content_type or "text/plain")
         return self.call.headers(response, cost_nanos=cost)
 

@@ -20,9 +20,9 @@ import threading
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.utils import timezone
 
 from accounts.keycache import KeyContext
-from billing.models import UsageEvent
 from billing.money import TokenCounts, TokenPrices, cost_for
 from billing.services import HeldFunds, InsufficientBalanceError, UsageRecord, ahold_open, ahold_settle
 from billing.services.holds import funds_available, release_when_written
@@ -347,10 +347,13 @@ def billable_nanos(call: Call, hold: HeldFunds, outcome: Outcome) -> int:
     return hold.amount_nanos
 
 
-async def settle(call: Call, key: KeyContext, hold: HeldFunds, spec: ModelSpec, outcome: Outcome) -> int:
+async def settle(
+    call: Call, key: KeyContext, hold: HeldFunds, spec: ModelSpec, outcome: Outcome, *, overlap: bool = False
+) -> int:
     """Debit and record once; shielded so a cancelled (disconnected) request still completes it.
 
     Returns what was debited: `outcome.cost_nanos` capped at the hold (`billable_nanos`).
+    `overlap` (a complete, non-streamed answer about to be sent): see `settlement_overlaps`.
     """
     cost = billable_nanos(call, hold, outcome)
     usage = outcome.usage or Usage()
@@ -389,7 +392,13 @@ async def settle(call: Call, key: KeyContext, hold: HeldFunds, spec: ModelSpec, 
         user_id=scope.get("ruapi.user_id"),
     )
     call.usage_record, call.key_prefix = record, key.key_prefix  # for ruapi/observability.py
-    await asyncio.shield(_settle_and_publish(record, hold, key, getattr(call, "spend_ticket", None)))
+    ticket = getattr(call, "spend_ticket", None)
+    if overlap and settlement_overlaps():
+        task = asyncio.get_running_loop().create_task(_settle_overlapped(record, hold, key, ticket))
+        _settling.add(task)
+        task.add_done_callback(_settling.discard)
+        return cost
+    await asyncio.shield(_settle_and_publish(record, hold, key, ticket))
     return cost
 
 
@@ -398,5 +407,74 @@ async def _settle_and_publish(record, hold: HeldFunds, key: KeyContext, ticket: 
     # After the commit: the spend caps re-read from the database can no longer miss this cost.
     await limits.spend_settle(ticket, record.cost_nanos)
     # The live feed (issue 6): a fire-and-forget group_send after the commit; never awaited here.
-    event = UsageEvent(id=settled.event_id, created_at=settled.created_at, **record.__dict__)  # not saved: shown
-    usage_event_publish(event, key_prefix=key.key_prefix)
+    usage_event_publish(record, created_at=settled.created_at, key_prefix=key.key_prefix)
+
+
+# -- the settlement overlapping the answer (issue 15) ---------------------------------------------
+# A complete (non-streamed) answer is sent while its settlement commits, instead of after it: the
+# settlement's round trip (its statement, the WAL flush) is most of a lone request's added latency.
+# What is computed before the answer leaves is exactly what is debited (`billable_nanos`, shown in
+# the answer's usage and headers); the hold keeps reserving the money until the commit, so no
+# request can overdraw because of the overlap. The settlement is the same idempotent statement:
+# a failure (the database gone a moment) is retried until SETTLE_RETRY_SECONDS before the hold could
+# expire; graceful shutdown waits for every settlement in flight (`settlements_drain`).
+# The window: a process killed (SIGKILL, OOM, host crash) or a database crash in the ~millisecond
+# between an answer's last byte and its settlement's commit leaves that request unbilled — its hold
+# is released by the expiry task, the ledger still sums to the balance, the tenant is never debited
+# twice or beyond a hold. At most the requests in flight in that process at that instant, each at
+# most its hold (proxy/tests/integration/test_settlement_overlap.py kills a gateway to show it).
+# RUAPI_SETTLE_BEFORE_RESPONSE=1 restores a debit durable before the answer's last byte.
+
+_settling: set[asyncio.Task] = set()  # settlements overlapping their answers, until committed
+SETTLE_RETRY_SECONDS = 60.0  # a failed overlapped settlement is retried until this long before its hold expires
+
+
+def settlement_overlaps() -> bool:
+    """Whether answers may be sent while their settlement commits: on the server's event loops (where
+    the batched ledger writer runs) unless RUAPI_SETTLE_BEFORE_RESPONSE is set."""
+    if settings.RUAPI_SETTLE_BEFORE_RESPONSE:
+        return False
+    from billing.services.holds import backend
+
+    return backend().writer() is not None
+
+
+async def _settle_overlapped(record, hold: HeldFunds, key: KeyContext, ticket: limits.SpendTicket | None) -> None:
+    delay = 0.05
+    while True:
+        try:
+            await _settle_and_publish(record, hold, key, ticket)
+            return
+        except Exception:
+            left = (hold.expires_at - timezone.now()).total_seconds() - SETTLE_RETRY_SECONDS
+            if left <= 0:
+                observability.settlement_lost()
+                logger.error(
+                    "request %s: settlement of %d nano-USD failed until its hold's expiry; not billed "
+                    "(the expiry task releases hold %s)", record.request_id, record.cost_nanos, hold.id,
+                    exc_info=True,
+                )  # fmt: skip
+                return
+            logger.warning("request %s: settlement failed, retrying in %.2fs", record.request_id, delay, exc_info=True)
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, 2.0)
+
+
+def settlements_pending() -> list[asyncio.Task]:
+    """This event loop's overlapped settlements not yet committed."""
+    loop = asyncio.get_running_loop()
+    return [task for task in _settling if task.get_loop() is loop]
+
+
+async def settlements_drain(timeout: float = 10.0) -> None:
+    """Shutdown: wait up to `timeout` seconds for this loop's overlapped settlements (normally a
+    millisecond); one still failing then (the database gone) is given up, logged and counted."""
+    pending = settlements_pending()
+    if not pending:
+        return
+    _, left = await asyncio.wait(pending, timeout=timeout)
+    for task in left:
+        task.cancel()
+        observability.settlement_lost()
+    if left:
+        logger.error("shutdown: %d settlements could not be committed within %.0fs; not billed", len(left), timeout)

@@ -195,9 +195,10 @@ async def http_app(scope, receive, send):
 
 async def lifespan_app(scope, receive, send):
     """Accept the server's lifespan protocol (Django itself rejects it): this loop batches its ledger
-    writes (billing/services/holds.py); on exit, pending stored-response writes finish and upstream
+    writes (billing/services/holds.py); on exit, settlements and stored-response writes finish and upstream
     pools and ledger connections close."""
     from billing.services import holds
+    from proxy.metering import settlements_drain
     from proxy.response_store import responses_store_drain
     from proxy.router import router
     from proxy.upstreams.http import close_sessions
@@ -210,6 +211,7 @@ async def lifespan_app(scope, receive, send):
             lifecycle.heap_freeze()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            await settlements_drain()  # settlements of answers already sent (proxy/metering.py)
             await responses_store_drain()  # stored responses still being written (proxy/response_store.py)
             await close_sessions()
             await holds.close_for_running_loop()

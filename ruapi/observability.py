@@ -89,6 +89,11 @@ OPTIMISTIC_HOLD_REFUSALS = Counter(
     "ruapi_optimistic_hold_refusals",
     "Optimistic holds the database refused after the upstream call had started (402, nothing debited)",
 )  # fmt: skip
+SETTLEMENTS_LOST = Counter(
+    "ruapi_settlements_lost",
+    "Answered requests whose settlement, overlapping the answer, could not be committed (not billed; "
+    "their holds are released on expiry)",
+)  # fmt: skip
 DRAINING = Gauge("ruapi_draining", "1 while this process shuts down", multiprocess_mode="livemax")
 LEDGER_QUEUE_DEPTH = Gauge(
     "ruapi_ledger_queue_depth", "Holds / settlements queued for the batched ledger writer", ["kind"],
@@ -116,6 +121,10 @@ def route_capped(route) -> None:
 
 def optimistic_hold_refused() -> None:
     OPTIMISTIC_HOLD_REFUSALS.inc()
+
+
+def settlement_lost() -> None:
+    SETTLEMENTS_LOST.inc()
 
 
 def draining(is_draining: bool) -> None:

@@ -327,6 +327,11 @@ RUAPI_BATCHED_LEDGER = env_bool("RUAPI_BATCHED_LEDGER", True)
 # of the answer, debiting nothing (the reseller absorbs that upstream call). FACTOR 0 turns it off.
 RUAPI_OPTIMISTIC_HOLD_FACTOR = env_float("RUAPI_OPTIMISTIC_HOLD_FACTOR", 20.0)
 RUAPI_OPTIMISTIC_HOLD_MAX_AGE = env_float("RUAPI_OPTIMISTIC_HOLD_MAX_AGE", 1.0)
+# A complete (non-streamed) answer is sent while its settlement commits (proxy/metering.py, issue 15):
+# the settlement's round trip leaves a lone request's latency. A process or database crash in the
+# millisecond between the answer's last byte and the commit leaves that request unbilled (its hold is
+# released on expiry; nothing is overdrawn). On: every debit is durable before the answer's last byte.
+RUAPI_SETTLE_BEFORE_RESPONSE = env_bool("RUAPI_SETTLE_BEFORE_RESPONSE", False)
 # Usage (issue 6): raw usage events are deleted after this many days; rollups are kept forever.
 RUAPI_USAGE_EVENT_RETENTION_DAYS = env_int("RUAPI_USAGE_EVENT_RETENTION_DAYS", 90)
 # Responses API (issue 13): a stored response (store != false) is kept this many days, then it no

@@ -25,11 +25,12 @@ def org_group(org_id: int) -> str:
     return f"usage-org-{org_id}"
 
 
-def event_payload(event: UsageEvent, *, key_prefix: str = "", key_name: str = "") -> dict:
-    """A usage event as the dashboard's request table shows it (JSON-safe)."""
+def event_payload(event, *, key_prefix: str = "", key_name: str = "", created_at=None) -> dict:
+    """A usage event (a UsageEvent, or the UsageRecord it was written from and its `created_at`) as
+    the dashboard's request table shows it (JSON-safe)."""
     return {
         "request_id": event.request_id,
-        "created_at": event.created_at.isoformat(),
+        "created_at": (created_at or event.created_at).isoformat(),
         "api_key_id": event.api_key_id,
         "key": key_name or key_prefix or ("playground" if event.source == UsageEvent.Source.PLAYGROUND else ""),
         "source": event.source,
@@ -64,12 +65,13 @@ MAX_EVENTS_PER_MESSAGE = 200
 _batches: dict[int, dict[int, list[dict]]] = {}  # event loop id -> org id -> payloads waiting
 
 
-def usage_event_publish(event: UsageEvent, *, key_prefix: str = "") -> None:
-    """Queue the event for its organisation's feed (must run inside an event loop)."""
+def usage_event_publish(event, *, key_prefix: str = "", created_at=None) -> None:
+    """Queue the event (a UsageEvent, or a UsageRecord and its `created_at`) for its organisation's
+    feed (must run inside an event loop). Its payload is made when the batch is sent, off the
+    request's path."""
     try:
         loop = asyncio.get_running_loop()
-        payload = event_payload(event, key_prefix=key_prefix)
-    except Exception:
+    except RuntimeError:
         logger.warning("live usage feed: could not queue the event", exc_info=True)
         return
     waiting = _batches.get(id(loop))
@@ -78,12 +80,18 @@ def usage_event_publish(event: UsageEvent, *, key_prefix: str = "") -> None:
         task = loop.create_task(_flush_after_delay(id(loop)))
         _pending.add(task)
         task.add_done_callback(_pending.discard)
-    waiting.setdefault(event.org_id, []).append(payload)
+    waiting.setdefault(event.org_id, []).append((event, key_prefix, created_at))
 
 
 async def _flush_after_delay(loop_id: int) -> None:
     await asyncio.sleep(PUBLISH_DELAY)
-    waiting = _batches.pop(loop_id, {})
+    queued = _batches.pop(loop_id, {})
+    waiting = {}
+    for org_id, events in queued.items():
+        try:
+            waiting[org_id] = [event_payload(e, key_prefix=prefix, created_at=at) for e, prefix, at in events]
+        except Exception:
+            logger.warning("live usage feed: could not build the events of organisation %s", org_id, exc_info=True)
     for org_id, payloads in waiting.items():
         for start in range(0, len(payloads), MAX_EVENTS_PER_MESSAGE):
             chunk = payloads[start : start + MAX_EVENTS_PER_MESSAGE]
