@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from accounts.keycache import KeyContext
 from billing.money import TokenCounts, TokenPrices, cost_for
-from billing.services import HeldFunds, InsufficientBalanceError, UsageRecord, ahold_open, ahold_settle
+from billing.services import BillingError, HeldFunds, InsufficientBalanceError, UsageRecord, ahold_open, ahold_settle
 from billing.services.holds import funds_available, release_when_written
 from catalog.snapshot import ModelSpec, RouteSpec
 from proxy import limits
@@ -417,7 +417,7 @@ async def _settle_and_publish(record, hold: HeldFunds, key: KeyContext, ticket: 
 # the answer's usage and headers); the hold keeps reserving the money until the commit, so no
 # request can overdraw because of the overlap. The settlement is the same idempotent statement:
 # a failure (the database gone a moment) is retried until SETTLE_RETRY_SECONDS before the hold could
-# expire; graceful shutdown waits for every settlement in flight (`settlements_drain`).
+# expire; graceful shutdown waits up to 10 s for the settlements in flight (`settlements_drain`).
 # The window: a process killed (SIGKILL, OOM, host crash) or a database crash in the ~millisecond
 # between an answer's last byte and its settlement's commit leaves that request unbilled — its hold
 # is released by the expiry task, the ledger still sums to the balance, the tenant is never debited
@@ -445,9 +445,9 @@ async def _settle_overlapped(record, hold: HeldFunds, key: KeyContext, ticket: l
         try:
             await _settle_and_publish(record, hold, key, ticket)
             return
-        except Exception:
+        except Exception as exc:
             left = (hold.expires_at - timezone.now()).total_seconds() - SETTLE_RETRY_SECONDS
-            if left <= 0:
+            if left <= 0 or isinstance(exc, BillingError):  # a refused amount: retrying cannot help
                 observability.settlement_lost()
                 logger.error(
                     "request %s: settlement of %d nano-USD failed until its hold's expiry; not billed "
