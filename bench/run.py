@@ -467,6 +467,26 @@ class Bench:
         metrics["peak_rss_mb"] = round(meters["target"].peak_rss / 2**20, 1)
         return metrics
 
+    @contextlib.contextmanager
+    def alone(self, target: Target):
+        """The other gateways paused (SIGSTOP to their process groups) while `target` is warmed up and
+        measured, resumed after: an idle gateway's background work (LiteLLM's workers, timers, collectors)
+        would otherwise land on whichever target is measured on these two shared cores. The fake
+        upstreams (nginx, the slow upstream) always run."""
+        paused = [
+            self.children.procs[other.root].pid
+            for other in self.targets.values()
+            if other.name not in ("direct", target.name) and self.children.alive(other.root)
+        ]
+        for pgid in paused:
+            os.killpg(pgid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pgid in paused:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, signal.SIGCONT)
+
     def run_scenarios(self, selected: list[str], target_names: list[str]) -> list[dict]:
         runs: list[dict] = []
         repeats = int(self.args.repeats or self.config["run"]["repeats"])
@@ -488,14 +508,15 @@ class Bench:
                                              "unsupported": target.unsupported[kind]})  # fmt: skip
                                 log(f"{name} leg {leg_index} {leg_label:<28} {target_name:<8}: n/a (not supported)")
                             continue
-                        if rep == 1 and warmup > 0:
-                            with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
-                                self.run_leg(target, scenario, leg, seconds=warmup)
-                            time.sleep(pause)
-                        try:
-                            metrics = self.measure(target, name, scenario, leg)
-                        except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                            metrics = {"failed": str(exc)[:2000]}
+                        with self.alone(target):
+                            if rep == 1 and warmup > 0:
+                                with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+                                    self.run_leg(target, scenario, leg, seconds=warmup)
+                                time.sleep(pause)
+                            try:
+                                metrics = self.measure(target, name, scenario, leg)
+                            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                                metrics = {"failed": str(exc)[:2000]}
                         runs.append({"scenario": name, "leg": leg_index, "leg_label": leg_label,
                                      "target": target_name, "rep": rep, **metrics})  # fmt: skip
                         log(f"{name} leg {leg_index} {leg_label:<28} {target_name:<8} rep {rep}: {brief(metrics)}")
