@@ -199,8 +199,9 @@ def markdown(results: dict) -> str:
         f"total {meta['runtime_s']} s.",
         "",
         f"Machine: {machine['cpu']}, **{machine['cores']} cores**, {machine['memory_gib']} GiB, {machine['os']}, "
-        f"kernel {machine['kernel']}. **Load generator, fake upstream and server share these cores**; compare "
-        "the targets within this run, not with other machines."
+        f"kernel {machine['kernel']}. **Load generator, fake upstream and server share these cores** (each "
+        "target is measured with the other gateways paused); compare the targets within this run, not with "
+        "other machines."
         + (f" Load average (1 min) {machine['loadavg_1m_start']} at the start, {machine['loadavg_1m_end']} at the "
            "end (above ~2, other work competed for the cores)." if "loadavg_1m_start" in machine else ""),
         "",
