@@ -24,27 +24,15 @@ from billing.models import Balance, Hold, LedgerEntry, UsageEvent
 from billing.services import holds_expire, ledger_reconcile
 from billing.tasks import expire_holds
 from proxy.tests.integration.test_disconnect import slow_openai_stream
-from proxy.tests.reliability.faults import GatewayProcess, database_url
+from proxy.tests.reliability.faults import tenant_gateway_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.embedded]
 
 
 @pytest.fixture
 def gateway_process(transactional_db, mock_upstream, tmp_path):
-    from catalog.services import catalog_load
-    from catalog.snapshot import catalog_invalidate
-    from conftest import make_tenant, mock_catalog
-
-    catalog_load(mock_catalog(mock_upstream))
-    catalog_invalidate()
-    tenant = make_tenant("Acme")
-    env = {"DATABASE_URL": database_url(), "REDIS_URL": settings.REDIS_URL or ""}
-    gateway = GatewayProcess(tmp_path / "gateway.log", env=env)
-    try:
-        gateway.wait_ready()
+    with tenant_gateway_process(mock_upstream, tmp_path / "gateway.log") as (gateway, tenant):
         yield gateway, tenant
-    finally:
-        gateway.kill()
 
 
 def test_killed_gateway_leaves_no_hold_forever_and_bills_the_stream_at_most_once(gateway_process, mock_upstream):

@@ -24,7 +24,6 @@ from decimal import Decimal
 import httpx
 import psycopg
 import pytest
-from django.conf import settings as django_settings
 from django.db import connection
 
 from billing.models import Balance, Hold, LedgerEntry, UsageEvent
@@ -32,7 +31,7 @@ from billing.money import usd_to_nanos
 from billing.services import holds as boundary
 from billing.services import holds_expire, ledger_reconcile
 from proxy import metering
-from proxy.tests.reliability.faults import GatewayProcess, database_url, wait_for
+from proxy.tests.reliability.faults import database_url, tenant_gateway_process, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.embedded]
 
@@ -139,21 +138,9 @@ def test_a_failed_settlement_is_retried_until_it_commits_once(gateway, monkeypat
 
 @pytest.fixture
 def gateway_process(transactional_db, mock_upstream, tmp_path):
-    from catalog.services import catalog_load
-    from catalog.snapshot import catalog_invalidate
-    from conftest import make_tenant, mock_catalog
-
-    catalog_load(mock_catalog(mock_upstream))
-    catalog_invalidate()
-    tenant = make_tenant("Acme")
-    env = {"DATABASE_URL": database_url(), "REDIS_URL": django_settings.REDIS_URL or "",
-           "RUAPI_SETTLE_BEFORE_RESPONSE": "0"}  # fmt: skip
-    gateway = GatewayProcess(tmp_path / "gateway.log", env=env)
-    try:
-        gateway.wait_ready()
+    log = tmp_path / "gateway.log"
+    with tenant_gateway_process(mock_upstream, log, RUAPI_SETTLE_BEFORE_RESPONSE="0") as (gateway, tenant):
         yield gateway, tenant
-    finally:
-        gateway.kill()
 
 
 def test_a_gateway_shutting_down_waits_for_its_settlements(gateway_process):

@@ -245,6 +245,27 @@ class GatewayProcess:
         self.process.wait(timeout=10)
 
 
+@contextlib.contextmanager
+def tenant_gateway_process(mock_upstream, log: Path, **env: str):
+    """The mock catalog loaded, a funded tenant ("Acme") and a GatewayProcess on the test database and
+    Redis (extra `env` on top); yields (gateway, tenant) and kills the process after."""
+    from django.conf import settings
+
+    from catalog.services import catalog_load
+    from catalog.snapshot import catalog_invalidate
+    from conftest import make_tenant, mock_catalog
+
+    catalog_load(mock_catalog(mock_upstream))
+    catalog_invalidate()
+    tenant = make_tenant("Acme")
+    gateway = GatewayProcess(log, env={"DATABASE_URL": database_url(), "REDIS_URL": settings.REDIS_URL or "", **env})
+    try:
+        gateway.wait_ready()
+        yield gateway, tenant
+    finally:
+        gateway.kill()
+
+
 # -- a slow upstream ------------------------------------------------------------------------------
 
 
