@@ -79,10 +79,11 @@ def _settle_before_response():
 
     from django.conf import settings
 
-    previous = os.environ.get("RUAPI_SETTLE_BEFORE_RESPONSE")
+    previous, previous_setting = os.environ.get("RUAPI_SETTLE_BEFORE_RESPONSE"), settings.RUAPI_SETTLE_BEFORE_RESPONSE
     os.environ["RUAPI_SETTLE_BEFORE_RESPONSE"] = "1"
     settings.RUAPI_SETTLE_BEFORE_RESPONSE = True
     yield
+    settings.RUAPI_SETTLE_BEFORE_RESPONSE = previous_setting
     if previous is None:
         os.environ.pop("RUAPI_SETTLE_BEFORE_RESPONSE", None)
     else:
@@ -189,10 +190,10 @@ def gateway(live_gateway, transactional_db, mock_upstream):
     catalog_load(mock_catalog(mock_upstream))
     catalog_invalidate()
     yield GatewayEnv(live_gateway, mock_upstream, make_tenant("Acme"))
-    wait_for_stored_responses()
+    wait_for_writes_after_answers()
 
 
-def wait_for_stored_responses(timeout: float = 10.0) -> None:
+def wait_for_writes_after_answers(timeout: float = 10.0) -> None:
     """Settlements and stored Responses-API responses are written after the response's last byte
     (proxy/metering.py, proxy/response_store.py): let those of the test finish before its database
     is flushed (a flush racing a write deadlocks)."""

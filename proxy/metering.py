@@ -25,7 +25,7 @@ from django.utils import timezone
 from accounts.keycache import KeyContext
 from billing.money import TokenCounts, TokenPrices, cost_for
 from billing.services import BillingError, HeldFunds, InsufficientBalanceError, UsageRecord, ahold_open, ahold_settle
-from billing.services.holds import funds_available, release_when_written
+from billing.services.holds import backend, funds_available, release_when_written
 from catalog.snapshot import ModelSpec, RouteSpec
 from proxy import limits
 from proxy.responses import Call
@@ -434,8 +434,6 @@ def settlement_overlaps() -> bool:
     the batched ledger writer runs) unless RUAPI_SETTLE_BEFORE_RESPONSE is set."""
     if settings.RUAPI_SETTLE_BEFORE_RESPONSE:
         return False
-    from billing.services.holds import backend
-
     return backend().writer() is not None
 
 
@@ -450,8 +448,9 @@ async def _settle_overlapped(record, hold: HeldFunds, key: KeyContext, ticket: l
             if left <= 0 or isinstance(exc, BillingError):  # a refused amount: retrying cannot help
                 observability.settlement_lost()
                 logger.error(
-                    "request %s: settlement of %d nano-USD failed until its hold's expiry; not billed "
-                    "(the expiry task releases hold %s)", record.request_id, record.cost_nanos, hold.id,
+                    "request %s: settlement of %d nano-USD given up (%s); not billed (the expiry task "
+                    "releases hold %s)", record.request_id, record.cost_nanos,
+                    "refused" if isinstance(exc, BillingError) else "failing until its hold's expiry", hold.id,
                     exc_info=True,
                 )  # fmt: skip
                 return

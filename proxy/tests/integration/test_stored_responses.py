@@ -317,7 +317,7 @@ async def test_a_server_without_the_denial_extension_gets_a_refused_handshake():
 def test_a_turn_continued_at_once_finds_its_predecessor_written_by_the_servers_writer(gateway):
     from django.db import connection
 
-    from conftest import wait_for_stored_responses
+    from conftest import wait_for_writes_after_answers
     from proxy import response_store
 
     # given: a first turn through the server (stored after its last byte)
@@ -328,7 +328,7 @@ def test_a_turn_continued_at_once_finds_its_predecessor_written_by_the_servers_w
     # then: the upstream got the whole chain, and both turns are stored
     texts = [m["content"] for m in gateway.mock.requests[1].json["messages"]]
     assert texts[0] == "What is 2+2?" and texts[-1] == "And 3+3?" and len(texts) == 3
-    wait_for_stored_responses()
+    wait_for_writes_after_answers()
     assert StoredResponse.objects.filter(org=gateway.tenant.org).count() == 2
     if connection.vendor == "postgresql":  # by the server loop's batched writer (proxy/response_store.py)
         assert sum(w.stats["responses"] for w in response_store._writers.values()) >= 2
