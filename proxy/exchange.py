@@ -10,9 +10,12 @@ usage event says `client_disconnected`. No hold waits for RUAPI_HOLD_TTL.
 An optimistic hold (proxy/metering.py PendingHold) is confirmed once the upstream's headers are in —
 before a body is read or a response built, so before any byte of the answer — and before any
 settlement. Refused (402) while the upstream call is still waiting, it cancels that call at once;
-refused after, it closes the reply. A request that ends before its hold is written discards it:
-released once written, its spend-cap reservation given back, no usage event (as a client that left
-during a hold today).
+refused after, it closes the reply. One exception: a complete (non-streamed) answer whose settlement
+overlaps it need not wait for a hold still being written when the upstream's headers come — its
+settlement confirms the hold, or holds the answer's actual cost if it was refused
+(`PendingHold.confirmed_at_settlement`, metering `_hold_after_answer`). A request that ends before
+its hold is written discards it: released once written, its spend-cap reservation given back, no
+usage event (as a client that left during a hold today).
 """
 
 import asyncio
@@ -60,6 +63,7 @@ class Exchange:
         self.spec = spec
         self.hold = hold
         self.settled = False  # set by settle(): a request is settled once
+        self._confirm_at_settlement = False  # the answer's settlement confirms the hold (hold_confirmed_at_settlement)
         self._reply = None  # the upstream reply of the current attempt, closed if the client leaves
         self._route: RouteSpec | None = None
         self._attempts = 0
@@ -187,7 +191,10 @@ class Exchange:
                 return await self.fail(error, route=route, attempts=attempts)
             self.router.succeeded(route)
             try:
-                await self.confirm_hold()  # no byte of the answer is read or sent before
+                if self.hold_confirmed_at_settlement():
+                    self._confirm_at_settlement = True
+                else:
+                    await self.confirm_hold()  # no byte of the answer is read or sent before
             except metering.HoldRefused as exc:
                 reply.close()
                 slot.release()
@@ -229,6 +236,12 @@ class Exchange:
             raise
         finally:
             pending.task.remove_done_callback(stop)
+
+    def hold_confirmed_at_settlement(self) -> bool:
+        """A complete answer may be read and sent while its optimistic hold is still being written
+        (metering.PendingHold.confirmed_at_settlement); a stream is confirmed before its first byte."""
+        pending = isinstance(self.hold, metering.PendingHold)
+        return pending and not self.is_stream and self.hold.confirmed_at_settlement()
 
     async def confirm_hold(self) -> None:
         """An optimistic hold is awaited (normally written long before); raises HoldRefused or the
@@ -276,7 +289,8 @@ class Exchange:
         """Settle this request once (metering.settle); returns what was debited. `overlap`: the caller
         sends a complete answer next, which may leave while the settlement commits."""
         self.settled = True
-        await self.confirm_hold()  # a guard: every path confirmed it already (`_run`, `fail`, `abandon`)
+        if not (overlap and self._confirm_at_settlement):
+            await self.confirm_hold()  # a guard: every other path confirmed it already (`_run`, `fail`, `abandon`)
         return await metering.settle(self.call, self.key, self.hold, self.spec, outcome, overlap=overlap)
 
     async def read_json(self, reply, route: RouteSpec, attempts: int) -> dict | None:

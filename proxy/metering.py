@@ -18,6 +18,7 @@ import asyncio
 import logging
 import threading
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.utils import timezone
@@ -261,6 +262,9 @@ class PendingHold:
         self.org_id = key.org_id
         self.request_id = call.request_id
         self.amount_nanos = amount_nanos
+        self.ticket = ticket
+        # No later than the written hold's own expiry (it is written after this).
+        self.expires_at = timezone.now() + timedelta(seconds=settings.RUAPI_HOLD_TTL)
         self._call = call
         self.task = asyncio.get_running_loop().create_task(
             _hold_write(call, key, amount_nanos, ticket, refused=HoldRefused)
@@ -281,12 +285,18 @@ class PendingHold:
             observability.optimistic_hold_refused()
             logger.warning(
                 "request %s: optimistic hold of %d nano-USD refused after its upstream call started "
-                "(organisation %d spent elsewhere); answered 402, nothing debited",
-                self.request_id, self.amount_nanos, self.org_id,
+                "(organisation %d spent elsewhere)", self.request_id, self.amount_nanos, self.org_id,
             )  # fmt: skip
 
     def done(self) -> bool:
         return self.task.done()
+
+    def confirmed_at_settlement(self) -> bool:
+        """Whether a complete answer may be built and sent before this hold is confirmed, its overlapped
+        settlement confirming it (`_hold_after_answer`): while the hold is still being written, on a
+        key without spend caps or rate limits (whose reservation the hold's refusal gives back), where
+        settlements overlap answers."""
+        return not self.task.done() and self.ticket is None and settlement_overlaps()
 
     async def confirm(self) -> HeldFunds:
         """The written hold; raises HoldRefused (402), or the database's error as a failed hold does.
@@ -348,13 +358,22 @@ def billable_nanos(call: Call, hold: HeldFunds, outcome: Outcome) -> int:
 
 
 async def settle(
-    call: Call, key: KeyContext, hold: HeldFunds, spec: ModelSpec, outcome: Outcome, *, overlap: bool = False
+    call: Call,
+    key: KeyContext,
+    hold: "HeldFunds | PendingHold",
+    spec: ModelSpec,
+    outcome: Outcome,
+    *,
+    overlap: bool = False,
 ) -> int:
     """Debit and record once; shielded so a cancelled (disconnected) request still completes it.
 
     Returns what was debited: `outcome.cost_nanos` capped at the hold (`billable_nanos`).
-    `overlap` (a complete, non-streamed answer about to be sent): see `settlement_overlaps`.
+    `overlap` (a complete, non-streamed answer about to be sent): see `settlement_overlaps`; its hold
+    may still be being written (a PendingHold, see `_hold_after_answer`).
     """
+    if isinstance(hold, PendingHold) and not (overlap and settlement_overlaps()):
+        hold = await hold.confirm()
     cost = billable_nanos(call, hold, outcome)
     usage = outcome.usage or Usage()
     route = outcome.route
@@ -437,10 +456,16 @@ def settlement_overlaps() -> bool:
     return backend().writer() is not None
 
 
-async def _settle_overlapped(record, hold: HeldFunds, key: KeyContext, ticket: limits.SpendTicket | None) -> None:
+async def _settle_overlapped(
+    record, hold: "HeldFunds | PendingHold", key: KeyContext, ticket: limits.SpendTicket | None
+) -> None:
     delay = 0.05
     while True:
         try:
+            if isinstance(hold, PendingHold):
+                hold = await _hold_after_answer(hold, record)
+                if hold is None:
+                    return
             await _settle_and_publish(record, hold, key, ticket)
             return
         except Exception as exc:
@@ -450,13 +475,44 @@ async def _settle_overlapped(record, hold: HeldFunds, key: KeyContext, ticket: l
                 logger.error(
                     "request %s: settlement of %d nano-USD given up (%s); not billed (the expiry task "
                     "releases hold %s)", record.request_id, record.cost_nanos,
-                    "refused" if isinstance(exc, BillingError) else "failing until its hold's expiry", hold.id,
-                    exc_info=True,
+                    "refused" if isinstance(exc, BillingError) else "failing until its hold's expiry",
+                    getattr(hold, "id", "-"), exc_info=True,
                 )  # fmt: skip
                 return
             logger.warning("request %s: settlement failed, retrying in %.2fs", record.request_id, delay, exc_info=True)
             await asyncio.sleep(min(delay, left))
             delay = min(delay * 2, 2.0)
+
+
+async def _hold_after_answer(pending: PendingHold, record: UsageRecord) -> HeldFunds | None:
+    """The hold of a complete answer sent while its optimistic hold was still being written
+    (`PendingHold.confirmed_at_settlement`): normally that hold, written long before. Refused (the
+    organisation's funds were spent elsewhere within the view's age) or failed, the upstream has
+    answered and the answer has left: the request holds what it actually cost instead — the same
+    hold statement, so the same funds test — and is settled as usual. Refused again, the funds do not
+    cover even that: the request is not billed (logged, counted in ruapi_settlements_lost_total) and
+    nothing is debited, so no balance goes below its bound; the reseller absorbs that upstream call,
+    as it absorbs the upstream call of an optimistic hold refused before the answer (at most the
+    optimistic requests in flight when the funds went, each at most its cost). A database error is
+    raised for `_settle_overlapped` to retry."""
+    try:
+        return await pending.confirm()
+    except Exception as exc:
+        why = "refused" if isinstance(exc, HoldRefused) else f"not written ({type(exc).__name__})"
+    try:
+        hold = await ahold_open(org_id=record.org_id, request_id=record.request_id, amount_nanos=record.cost_nanos)
+    except InsufficientBalanceError:
+        observability.settlement_lost()
+        logger.error(
+            "request %s: optimistic hold %s after the answer left, and the funds no longer cover its cost "
+            "of %d nano-USD: not billed", record.request_id, why, record.cost_nanos,
+        )  # fmt: skip
+        return None
+    logger.warning(
+        "request %s: optimistic hold %s after the answer left; held its cost of %d nano-USD instead",
+        record.request_id, why, record.cost_nanos,
+    )  # fmt: skip
+    return hold
 
 
 def settlements_pending() -> list[asyncio.Task]:

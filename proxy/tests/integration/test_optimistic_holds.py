@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import threading
 import time
+from decimal import Decimal
 
 import httpx
 import openai
@@ -21,6 +22,7 @@ from prometheus_client import REGISTRY
 
 from accounts.services import KeyLimits, apikey_update
 from billing.models import Balance, Hold, LedgerEntry, UsageEvent
+from billing.money import usd_to_nanos
 from billing.services import balance_adjust, ledger_reconcile
 from billing.services import holds as boundary
 from proxy import metering
@@ -341,3 +343,164 @@ def test_a_burst_on_a_balance_near_the_threshold_never_overdraws(gateway):
     assert ledger_reconcile() == []
     after_upstream = refusals() - refused_before
     print(f"\nburst: {len(ok)} served, {len(refused)} refused, {after_upstream:.0f} of them after the upstream call")
+
+
+# -- a complete answer whose settlement overlaps it (production's default) -----------------------------------
+# RUAPI_SETTLE_BEFORE_RESPONSE unset: a non-streamed answer leaves while its settlement commits, and a
+# hold still being written when the upstream's headers come is confirmed by that settlement
+# (proxy/metering.py `_hold_after_answer`). Streams and keys with limits still confirm first.
+def shown_cost(response) -> int:
+    return usd_to_nanos(Decimal(response.headers["x-ruapi-cost-usd"]))
+
+
+def lost() -> float:
+    return REGISTRY.get_sample_value("ruapi_settlements_lost_total") or 0.0
+
+
+@pytest.fixture
+def overlapping(settings):
+    needs_postgres()
+    settings.RUAPI_SETTLE_BEFORE_RESPONSE = False
+    yield
+    wait_for(lambda: not metering._settling and not metering._tasks, 10, "the settlements after the answers")
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic", "responses"])
+def test_a_complete_answer_leaves_before_its_hold_is_written_and_is_billed_once(gateway, overlapping, protocol):
+    org_id = gateway.tenant.org.id
+    warm(gateway)
+    wait_for(lambda: not metering._settling, 10, "the warm-up's settlement")
+    # when: the hold statement cannot finish while the upstream answers
+    with balance_row_locked(org_id):
+        answered = threading.Event()
+        request = InBackground(lambda: post(gateway, protocol, answered=answered))
+        # then: the answer leaves all the same, nothing held yet
+        wait_for(answered.is_set, 10, "the answer")
+        response = request.join()
+        assert response.status_code == 200, response.text
+        assert held(org_id) == 0 and not Hold.objects.filter(request_id=response.headers["x-request-id"]).exists()
+    # and: once the hold is written it is settled: exactly the cost the answer showed, once
+    request_id = response.headers["x-request-id"]
+    wait_for(lambda: not metering._settling, 10, "the settlement")
+    event = UsageEvent.objects.get(request_id=request_id)
+    assert event.cost_nanos == shown_cost(response) > 0
+    assert LedgerEntry.objects.get(request_id=request_id).amount_nanos == -event.cost_nanos
+    assert Hold.objects.get(request_id=request_id).status == "settled"
+    assert held(org_id) == 0 and ledger_reconcile() == []
+
+
+def test_a_stream_still_waits_for_its_hold(gateway, overlapping):
+    org_id = gateway.tenant.org.id
+    warm(gateway)
+    with balance_row_locked(org_id):
+        answered = threading.Event()
+        request = InBackground(lambda: post(gateway, "openai", stream=True, answered=answered))
+        wait_for(lambda: len(gateway.mock.requests) == 2, 10, "the upstream call")
+        time.sleep(0.5)
+        assert not answered.is_set(), "a stream's first byte left before its hold was written"
+    assert request.join().status_code == 200
+    assert held(org_id) == 0 and ledger_reconcile() == []
+
+
+@pytest.mark.parametrize("funds", ["cover the cost", "do not cover the cost"])
+@pytest.mark.parametrize("protocol", ["openai", "responses"])
+def test_a_hold_refused_after_the_answer_left_holds_the_cost_or_bills_nothing(
+    gateway, overlapping, caplog, protocol, funds
+):
+    # given: a fresh view of a rich organisation, whose funds another process then spends down to less
+    # than the request's hold (and, in the second case, less than its cost)
+    org_id = gateway.tenant.org.id
+    hold = warm(gateway)
+    wait_for(lambda: not metering._settling, 10, "the warm-up's settlement")
+    leave = hold - 1 if funds == "cover the cost" else 1
+    drain(org_id, leave=leave)
+    before = (refusals(), lost(), UsageEvent.objects.count())
+    # when: the upstream answers before the hold statement can run
+    with balance_row_locked(org_id):
+        answered = threading.Event()
+        request = InBackground(lambda: post(gateway, protocol, answered=answered))
+        wait_for(answered.is_set, 10, "the answer")
+        response = request.join()
+    # then: the answer was the upstream's, and the hold is refused once written
+    assert response.status_code == 200, response.text
+    request_id, shown = response.headers["x-request-id"], shown_cost(response)
+    assert 1 < shown < hold
+    wait_for(lambda: not metering._settling and not metering._tasks, 10, "the settlement")
+    assert refusals() == before[0] + 1
+    balance = Balance.objects.get(org_id=org_id)
+    if funds == "cover the cost":
+        # and: its cost is held and settled instead: debited exactly what the answer showed, once
+        event = UsageEvent.objects.get(request_id=request_id)
+        assert event.cost_nanos == shown
+        assert LedgerEntry.objects.get(request_id=request_id).amount_nanos == -shown
+        assert Hold.objects.get(request_id=request_id).amount_nanos == shown
+        assert (balance.balance_nanos, balance.held_nanos) == (leave - shown, 0)
+        assert lost() == before[1]
+        assert "held its cost" in caplog.text
+    else:
+        # and: nothing is debited, held or recorded; the balance never goes below zero; it is counted
+        assert UsageEvent.objects.count() == before[2]
+        assert not LedgerEntry.objects.filter(request_id=request_id).exists()
+        assert not Hold.objects.filter(request_id=request_id).exists()
+        assert (balance.balance_nanos, balance.held_nanos) == (1, 0)
+        assert lost() == before[1] + 1
+        assert "not billed" in caplog.text
+    assert ledger_reconcile() == []
+
+
+def test_a_key_with_limits_confirms_its_hold_before_the_answer(gateway, overlapping):
+    org_id = gateway.tenant.org.id
+    warm(gateway)
+    apikey_update(org=gateway.tenant.org, api_key=gateway.tenant.api_key,
+                  limits=KeyLimits(allowed_models=[], ip_allowlist=[], monthly_spend_cap_nanos=10**15))  # fmt: skip
+    with balance_row_locked(org_id):
+        answered = threading.Event()
+        request = InBackground(lambda: post(gateway, "openai", answered=answered))
+        wait_for(lambda: len(gateway.mock.requests) == 2, 10, "the upstream call")
+        time.sleep(0.5)
+        assert not answered.is_set(), "an answer left before its hold was written"
+    assert request.join().status_code == 200
+    wait_for(lambda: not metering._settling, 10, "the settlement")
+    assert held(org_id) == 0 and ledger_reconcile() == []
+
+
+def test_a_burst_of_complete_answers_on_a_drained_balance_never_overdraws(gateway, overlapping):
+    # given: a rich view of a balance another process has since cut to 2 holds
+    org_id = gateway.tenant.org.id
+    hold = warm(gateway)
+    drain(org_id, leave=22 * hold)
+    assert post(gateway, "openai").status_code == 200
+    wait_for(lambda: not metering._settling, 10, "the settlement")
+    drain(org_id, leave=2 * hold)
+    lost_before = lost()
+    for _ in range(24):
+        gateway.mock.enqueue(PATHS["openai"], Script(json=completion(), first_byte_delay=2))
+    client = openai.AsyncOpenAI(base_url=gateway.server.openai_base_url, api_key=gateway.tenant.secret, max_retries=0)
+
+    async def burst():
+        try:
+            return await asyncio.gather(
+                *(client.chat.completions.with_raw_response.create(model="gpt-test", messages=PROMPT, max_tokens=50)
+                  for _ in range(24)), return_exceptions=True)  # fmt: skip
+        finally:
+            await client.close()
+
+    results = asyncio.run(burst())
+    ok = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, openai.APIStatusError) and r.status_code == 402]
+    assert len(ok) + len(refused) == 24, [r for r in results if isinstance(r, BaseException)][:3]
+    wait_for(lambda: not metering._settling and not metering._tasks, 10, "the settlements")
+    # then: never overdrawn, nothing held; each served answer billed once what it showed, or counted unbilled
+    balance = Balance.objects.get(org_id=org_id)
+    assert balance.balance_nanos >= 0 and balance.held_nanos == 0
+    billed = {e.request_id: e.cost_nanos for e in UsageEvent.objects.filter(org_id=org_id)}
+    unbilled = [r for r in ok if r.headers["x-request-id"] not in billed]
+    for r in ok:
+        if r.headers["x-request-id"] in billed:
+            assert billed[r.headers["x-request-id"]] == shown_cost(r)
+    assert lost() - lost_before == len(unbilled)
+    assert 2 * hold - balance.balance_nanos == sum(shown_cost(r) for r in ok
+                                                    if r.headers["x-request-id"] in billed)  # fmt: skip
+    assert not Hold.objects.filter(status="pending").exists()
+    assert ledger_reconcile() == []
+    print(f"\nburst (overlapping): {len(ok)} served ({len(unbilled)} unbilled), {len(refused)} refused")
