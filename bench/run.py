@@ -51,7 +51,7 @@ PORTKEY_DIR = BENCH_DIR / ".portkey"  # npm install of @portkey-ai/gateway (benc
 PORTKEY_PACKAGE = PORTKEY_DIR / "node_modules" / "@portkey-ai" / "gateway"
 
 WORKERS = 2
-DATABASE_URL = "postgres://postgres@127.0.0.1:5432/ruapi_bench"
+DATABASE_URL = os.environ.get("RUAPI_BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/ruapi_bench")
 REDIS_URL = "redis://127.0.0.1:6379/14"
 ANTHROPIC_VERSION = "2023-06-01"
 ALL_TARGETS = ("direct", "ruapi", "litellm", "portkey")

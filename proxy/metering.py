@@ -218,8 +218,9 @@ async def _hold_write(
 # -- optimistic admission (issue 15) -------------------------------------------------------------------
 # A lone request need not wait for its hold's database round trip before its upstream call when its
 # organisation is known to be rich: the hold is written while the upstream call starts, and
-# confirmed (awaited — normally long done) before any of the answer reaches the client and before
-# settlement (proxy/exchange.py). The database still decides: a hold it refuses (other processes
+# confirmed before a stream's first byte and before any settlement (proxy/exchange.py); a complete
+# answer whose settlement overlaps it leaves without waiting, its settlement confirming the hold
+# (`_hold_after_answer`: refused, the answer's actual cost is held instead). The database still decides: a hold it refuses (other processes
 # spent the funds within the view's age) cancels the upstream call and answers 402, debiting
 # nothing; the reseller absorbs at most that upstream call. "Known to be rich": the funds this
 # process last saw (billing.services.holds.funds_available, refreshed by every hold, settlement and

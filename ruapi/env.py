@@ -72,12 +72,14 @@ def database_from_url(url: str, *, pool_size: int = 10) -> dict:
         # (Django ticket #33497); see ECOSYSTEM.md gotcha 4.
         if pool_size > 0:
             options["pool"] = {"min_size": 1, "max_size": pool_size, "timeout": 10}
+        # `?host=/var/run/postgresql`: a co-located server's Unix socket directory (libpq's form).
+        host = options.pop("host", "") or parsed.hostname or ""
         return {
             "ENGINE": "django.db.backends.postgresql",
             "NAME": unquote(parsed.path.lstrip("/")),
             "USER": unquote(parsed.username or ""),
             "PASSWORD": unquote(parsed.password or ""),
-            "HOST": parsed.hostname or "",
+            "HOST": host,
             "PORT": str(parsed.port or ""),
             "CONN_MAX_AGE": 0,
             "OPTIONS": options,

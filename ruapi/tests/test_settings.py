@@ -35,3 +35,32 @@ def test_production_refuses_to_start_misconfigured(_case, env, message):
 def test_production_settings_pass_check_deploy():
     result = check({**PRODUCTION, "SECRET_KEY": "k" * 20 + "Z9#x" * 10})
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "port"),
+    [
+        ("postgres://u:p@db.internal:6432/ruapi", "db.internal", "6432"),
+        ("postgres://u@/ruapi", "", ""),  # libpq's default Unix socket
+        ("postgres://u@/ruapi?host=/var/run/postgresql", "/var/run/postgresql", ""),
+        ("postgres://u@localhost/ruapi?host=/tmp&sslmode=disable", "/tmp", ""),
+    ],
+)
+def test_a_database_url_names_a_tcp_host_or_a_unix_socket_directory(url, host, port):
+    from ruapi.env import database_from_url
+
+    entry = database_from_url(url)
+    assert (entry["NAME"], entry["USER"], entry["HOST"], entry["PORT"]) == ("ruapi", "u", host, port)
+    assert "host" not in entry["OPTIONS"]  # HOST is what every connection (Django's, the ledger's pools) reads
+
+
+def test_a_co_located_postgres_is_reached_over_its_unix_socket():
+    import psycopg
+
+    from ruapi.env import database_from_url
+
+    if not os.path.exists("/var/run/postgresql/.s.PGSQL.5432"):
+        pytest.skip("no local Postgres socket")
+    entry = database_from_url("postgres://postgres@/postgres?host=/var/run/postgresql", pool_size=0)
+    with psycopg.connect(dbname=entry["NAME"], user=entry["USER"], host=entry["HOST"], connect_timeout=5) as conn:
+        assert conn.execute("SELECT inet_server_addr()").fetchone() == (None,)  # not TCP
