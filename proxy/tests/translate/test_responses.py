@@ -347,3 +347,22 @@ def test_anthropic_stop_reason_to_openai(_case, stop_reason, expected):
 )
 def test_openai_finish_reason_to_anthropic(_case, finish_reason, expected):
     assert openai_finish_reason_to_anthropic(finish_reason) == expected
+
+
+def test_every_known_responses_field_is_forwarded_or_deliberately_kept_back():
+    """The R fast path's allowlist (responses_pipeline.RESPONSES_FIELDS) and the fields the checker knows
+    (KNOWN_FIELDS) cannot drift apart: a field added to one is forwarded or named here as kept back."""
+    from proxy.responses_pipeline import RESPONSES_FIELDS
+    from proxy.tests.mock_upstream import _RESPONSES_FIELDS as UPSTREAM_ACCEPTS
+    from proxy.translate.responses_request import KNOWN_FIELDS
+
+    kept_back = {
+        "model",  # the route's upstream model replaces it
+        "store", "previous_response_id",  # the gateway's own response store (R3)
+        "stream_options",  # the gateway frames the client's stream itself
+        # sent by current Codex CLI / Agents SDK versions: accepted, not forwarded
+        "prompt_cache_options", "context_management", "moderation", "personality", "client_metadata",
+    }  # fmt: skip
+    assert RESPONSES_FIELDS <= KNOWN_FIELDS
+    assert set(KNOWN_FIELDS - RESPONSES_FIELDS) == kept_back
+    assert RESPONSES_FIELDS <= UPSTREAM_ACCEPTS  # the strict fake upstream (the API's own list) takes all of them
