@@ -304,6 +304,28 @@ def completion(tokens: int = 20) -> dict:
             "usage": {"prompt_tokens": 10, "completion_tokens": tokens, "total_tokens": 10 + tokens}}  # fmt: skip
 
 
+def burst(gateway, n: int = 24, *, raw: bool = False) -> tuple[list, list]:
+    """n chat requests at once, every hold decided before the first settlement: (answers, 402 refusals);
+    `raw`: the answers with their headers."""
+    for _ in range(n):
+        gateway.mock.enqueue(PATHS["openai"], Script(json=completion(), first_byte_delay=2))
+    client = openai.AsyncOpenAI(base_url=gateway.server.openai_base_url, api_key=gateway.tenant.secret, max_retries=0)
+    create = client.chat.completions.with_raw_response.create if raw else client.chat.completions.create
+
+    async def run():
+        try:
+            requests = (create(model="gpt-test", messages=PROMPT, max_tokens=50) for _ in range(n))
+            return await asyncio.gather(*requests, return_exceptions=True)
+        finally:
+            await client.close()
+
+    results = asyncio.run(run())
+    ok = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, openai.APIStatusError) and r.status_code == 402]
+    assert len(ok) + len(refused) == n, [r for r in results if isinstance(r, BaseException)][:3]
+    return ok, refused
+
+
 def test_a_burst_on_a_balance_near_the_threshold_never_overdraws(gateway):
     # given: a view just above the threshold (22 holds) of a balance another process has since cut to 2 holds
     org_id = gateway.tenant.org.id
@@ -312,25 +334,9 @@ def test_a_burst_on_a_balance_near_the_threshold_never_overdraws(gateway):
     assert post(gateway, "openai").status_code == 200  # its settlement refreshes the view
     drain(org_id, leave=2 * hold)
     started, refused_before = metering.stats["optimistic"], refusals()
-    for _ in range(24):  # every hold is decided before the first settlement
-        gateway.mock.enqueue(PATHS["openai"], Script(json=completion(), first_byte_delay=2))
-    client = openai.AsyncOpenAI(base_url=gateway.server.openai_base_url, api_key=gateway.tenant.secret, max_retries=0)
-
-    async def one():
-        return await client.chat.completions.create(model="gpt-test", messages=PROMPT, max_tokens=50)
-
-    async def burst():
-        try:
-            return await asyncio.gather(*(one() for _ in range(24)), return_exceptions=True)
-        finally:
-            await client.close()
-
     # when
-    results = asyncio.run(burst())
+    ok, refused = burst(gateway)
     # then: at most what the balance covers is served, the rest refused with 402
-    ok = [r for r in results if not isinstance(r, BaseException)]
-    refused = [r for r in results if isinstance(r, openai.APIStatusError) and r.status_code == 402]
-    assert len(ok) + len(refused) == 24, [r for r in results if isinstance(r, BaseException)][:3]
     assert 1 <= len(ok) <= 2
     assert metering.stats["optimistic"] > started
     # and: never overdrawn, nothing held, each answer billed once, no refusal recorded
@@ -357,6 +363,14 @@ def lost() -> float:
     return REGISTRY.get_sample_value("ruapi_settlements_lost_total") or 0.0
 
 
+def answered_while_the_hold_waits(gateway, protocol: str) -> httpx.Response:
+    """One non-streamed request, answered while its hold statement waits (the balance row is locked)."""
+    answered = threading.Event()
+    request = InBackground(lambda: post(gateway, protocol, answered=answered))
+    wait_for(answered.is_set, 10, "the answer")
+    return request.join()
+
+
 @pytest.fixture
 def overlapping(settings):
     needs_postgres()
@@ -372,11 +386,8 @@ def test_a_complete_answer_leaves_before_its_hold_is_written_and_is_billed_once(
     wait_for(lambda: not metering._settling, 10, "the warm-up's settlement")
     # when: the hold statement cannot finish while the upstream answers
     with balance_row_locked(org_id):
-        answered = threading.Event()
-        request = InBackground(lambda: post(gateway, protocol, answered=answered))
-        # then: the answer leaves all the same, nothing held yet
-        wait_for(answered.is_set, 10, "the answer")
-        response = request.join()
+        response = answered_while_the_hold_waits(gateway, protocol)
+        # then: the answer left all the same, nothing held yet
         assert response.status_code == 200, response.text
         assert held(org_id) == 0 and not Hold.objects.filter(request_id=response.headers["x-request-id"]).exists()
     # and: once the hold is written it is settled: exactly the cost the answer showed, once
@@ -417,10 +428,7 @@ def test_a_hold_refused_after_the_answer_left_holds_the_cost_or_bills_nothing(
     before = (refusals(), lost(), UsageEvent.objects.count())
     # when: the upstream answers before the hold statement can run
     with balance_row_locked(org_id):
-        answered = threading.Event()
-        request = InBackground(lambda: post(gateway, protocol, answered=answered))
-        wait_for(answered.is_set, 10, "the answer")
-        response = request.join()
+        response = answered_while_the_hold_waits(gateway, protocol)
     # then: the answer was the upstream's, and the hold is refused once written
     assert response.status_code == 200, response.text
     request_id, shown = response.headers["x-request-id"], shown_cost(response)
@@ -473,22 +481,7 @@ def test_a_burst_of_complete_answers_on_a_drained_balance_never_overdraws(gatewa
     wait_for(lambda: not metering._settling, 10, "the settlement")
     drain(org_id, leave=2 * hold)
     lost_before = lost()
-    for _ in range(24):
-        gateway.mock.enqueue(PATHS["openai"], Script(json=completion(), first_byte_delay=2))
-    client = openai.AsyncOpenAI(base_url=gateway.server.openai_base_url, api_key=gateway.tenant.secret, max_retries=0)
-
-    async def burst():
-        try:
-            return await asyncio.gather(
-                *(client.chat.completions.with_raw_response.create(model="gpt-test", messages=PROMPT, max_tokens=50)
-                  for _ in range(24)), return_exceptions=True)  # fmt: skip
-        finally:
-            await client.close()
-
-    results = asyncio.run(burst())
-    ok = [r for r in results if not isinstance(r, BaseException)]
-    refused = [r for r in results if isinstance(r, openai.APIStatusError) and r.status_code == 402]
-    assert len(ok) + len(refused) == 24, [r for r in results if isinstance(r, BaseException)][:3]
+    ok, refused = burst(gateway, raw=True)
     wait_for(lambda: not metering._settling and not metering._tasks, 10, "the settlements")
     # then: never overdrawn, nothing held; each served answer billed once what it showed, or counted unbilled
     balance = Balance.objects.get(org_id=org_id)
