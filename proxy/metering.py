@@ -220,9 +220,10 @@ async def _hold_write(
 # organisation is known to be rich: the hold is written while the upstream call starts, and
 # confirmed before a stream's first byte and before any settlement (proxy/exchange.py); a complete
 # answer whose settlement overlaps it leaves without waiting, its settlement confirming the hold
-# (`_hold_after_answer`: refused, the answer's actual cost is held instead). The database still decides: a hold it refuses (other processes
-# spent the funds within the view's age) cancels the upstream call and answers 402, debiting
-# nothing; the reseller absorbs at most that upstream call. "Known to be rich": the funds this
+# (`_hold_after_answer`: refused, the answer's actual cost is held instead). The database still
+# decides: a hold it refuses (other processes spent the funds within the view's age) while the
+# upstream call runs cancels it and answers 402, debiting nothing; the reseller absorbs at most that
+# upstream call. "Known to be rich": the funds this
 # process last saw (billing.services.holds.funds_available, refreshed by every hold, settlement and
 # release statement) at most RUAPI_OPTIMISTIC_HOLD_MAX_AGE seconds ago, less this process's
 # optimistic holds still being written, are at least RUAPI_OPTIMISTIC_HOLD_FACTOR times the hold.
