@@ -63,7 +63,6 @@ class Exchange:
         self.spec = spec
         self.hold = hold
         self.settled = False  # set by settle(): a request is settled once
-        self._confirm_at_settlement = False  # the answer's settlement confirms the hold (hold_confirmed_at_settlement)
         self._reply = None  # the upstream reply of the current attempt, closed if the client leaves
         self._route: RouteSpec | None = None
         self._attempts = 0
@@ -191,9 +190,7 @@ class Exchange:
                 return await self.fail(error, route=route, attempts=attempts)
             self.router.succeeded(route)
             try:
-                if self.hold_confirmed_at_settlement():
-                    self._confirm_at_settlement = True
-                else:
+                if not self.hold_confirmed_at_settlement():
                     await self.confirm_hold()  # no byte of the answer is read or sent before
             except metering.HoldRefused as exc:
                 reply.close()
@@ -289,7 +286,7 @@ class Exchange:
         """Settle this request once (metering.settle); returns what was debited. `overlap`: the caller
         sends a complete answer next, which may leave while the settlement commits."""
         self.settled = True
-        if not (overlap and self._confirm_at_settlement):
+        if not overlap:  # an overlapping settlement confirms a hold still being written (metering.settle)
             await self.confirm_hold()  # a guard: every other path confirmed it already (`_run`, `fail`, `abandon`)
         return await metering.settle(self.call, self.key, self.hold, self.spec, outcome, overlap=overlap)
 

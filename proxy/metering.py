@@ -18,7 +18,6 @@ import asyncio
 import logging
 import threading
 from dataclasses import dataclass
-from datetime import timedelta
 
 from django.conf import settings
 from django.utils import timezone
@@ -26,7 +25,7 @@ from django.utils import timezone
 from accounts.keycache import KeyContext
 from billing.money import TokenCounts, TokenPrices, cost_for
 from billing.services import BillingError, HeldFunds, InsufficientBalanceError, UsageRecord, ahold_open, ahold_settle
-from billing.services.holds import backend, funds_available, release_when_written
+from billing.services.holds import backend, funds_available, hold_expires_at, release_when_written
 from catalog.snapshot import ModelSpec, RouteSpec
 from proxy import limits
 from proxy.responses import Call
@@ -266,7 +265,7 @@ class PendingHold:
         self.amount_nanos = amount_nanos
         self.ticket = ticket
         # No later than the written hold's own expiry (it is written after this).
-        self.expires_at = timezone.now() + timedelta(seconds=settings.RUAPI_HOLD_TTL)
+        self.expires_at = hold_expires_at()
         self._call = call
         self.task = asyncio.get_running_loop().create_task(
             _hold_write(call, key, amount_nanos, ticket, refused=HoldRefused)

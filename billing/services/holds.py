@@ -109,6 +109,11 @@ def usage_description(usage: UsageRecord) -> str:
     return f"{usage.model} ({usage.endpoint})"[:500]
 
 
+def hold_expires_at() -> datetime:
+    """When a hold written now expires (RUAPI_HOLD_TTL)."""
+    return timezone.now() + timedelta(seconds=settings.RUAPI_HOLD_TTL)
+
+
 def new_hold(request: HoldRequest) -> HeldFunds:
     if request.amount_nanos < 0:
         raise BillingError("a hold cannot be negative")
@@ -117,7 +122,7 @@ def new_hold(request: HoldRequest) -> HeldFunds:
         org_id=request.org_id,
         request_id=request.request_id,
         amount_nanos=request.amount_nanos,
-        expires_at=timezone.now() + timedelta(seconds=settings.RUAPI_HOLD_TTL),
+        expires_at=hold_expires_at(),
     )
 
 
